@@ -1,0 +1,176 @@
+"""The `finetuning` command: argument parsing and dispatch only.
+
+Exit codes: 0 success, 2 user error (one clear message, no traceback), 1 anything else.
+Heavy libraries are imported by the subcommands that need them, so `--help`, `schema` and
+`docs` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from finetuning.errors import UserError
+
+logger = logging.getLogger("finetuning")
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `finetuning` (global options, then a subcommand)."""
+    parser = argparse.ArgumentParser(
+        prog="finetuning",
+        description="Config-driven LLM fine-tuning. Train with `finetuning sft CONFIG` or "
+        "`finetuning dpo CONFIG`; check a config and its data first with `finetuning validate`.",
+    )
+    parser.add_argument(
+        "--logging-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="log level (default INFO)",
+    )
+    parser.add_argument(
+        "--num-preprocess-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes for data preprocessing (default: up to 4, bounded by the CPU count)",
+    )
+    parser.add_argument(
+        "--mlflow-server-uri",
+        default=None,
+        metavar="URI",
+        help="MLflow tracking URI; overrides the config's tracking section",
+    )
+    parser.add_argument(
+        "--experiment-name",
+        default=None,
+        metavar="NAME",
+        help="MLflow experiment name with --mlflow-server-uri (default 'default')",
+    )
+    parser.add_argument(
+        "--hf-mlflow-log-artifacts",
+        default=None,
+        choices=["True", "False"],
+        help="log checkpoints to MLflow as artifacts",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for method, title in (
+        ("sft", "supervised fine-tuning"),
+        ("dpo", "direct preference optimisation"),
+    ):
+        p = sub.add_parser(method, help=f"train with {title}", description=f"Train with {title}.")
+        p.add_argument("config", help="the YAML config file")
+
+    p = sub.add_parser(
+        "validate",
+        help="check a config, its data and tokenizer without training",
+        description="Validate CONFIG and run the data preflight (tokenizer and data, no model): "
+        "rows per source, length handling, trained-token share, template checks.",
+    )
+    p.add_argument("config", help="the YAML config file")
+    p.add_argument(
+        "--method",
+        choices=["sft", "dpo"],
+        default=None,
+        help="the method (default: the config's `method`, else sft)",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the fully resolved config (every default filled in) as YAML on stdout",
+    )
+    p.add_argument(
+        "--config-only", action="store_true", help="check the config only, skip the data preflight"
+    )
+    p.add_argument(
+        "--show-example",
+        type=int,
+        default=None,
+        metavar="N",
+        help="print training example N rendered, with its trained tokens marked",
+    )
+
+    for name, what in (("schema", "the JSON Schema"), ("docs", "the Markdown reference")):
+        p = sub.add_parser(name, help=f"print {what} of a config", description=f"Print {what}.")
+        p.add_argument("method", choices=["sft", "dpo"])
+
+    p = sub.add_parser(
+        "init",
+        help="write a runnable example (tiny local model, data, config)",
+        description="Write a runnable example into DIR: a tiny model and tokenizer built "
+        "locally, a small chat dataset and DIR/sft.yaml.",
+    )
+    p.add_argument("dir", help="the folder to create")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.logging_level)
+    try:
+        return _dispatch(args)
+    except UserError as exc:
+        print(f"error: {exc.format()}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("schema", "docs"):
+        import json
+
+        from finetuning.config import reference
+
+        if args.command == "schema":
+            print(json.dumps(reference.json_schema(args.method), indent=2))
+        else:
+            print(reference.markdown_reference(args.method), end="")
+        return 0
+    if args.command == "validate":
+        from finetuning.validate import validate
+
+        return validate(args)
+    if args.command == "init":
+        from finetuning.tools.init import init_example
+
+        init_example(args.dir)
+        return 0
+    from finetuning.config.loading import load_config
+
+    loaded = load_config(args.config, args.command)
+    if args.command == "sft":
+        from finetuning.train import sft
+
+        sft.run(loaded, args)
+    else:
+        from finetuning.train import dpo
+
+        dpo.run(loaded, args)
+    return 0
+
+
+def _setup_logging(level: str) -> None:
+    rank = os.environ.get("RANK")
+    prefix = (
+        f"[rank {rank}] " if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
+    )
+    logging.basicConfig(
+        level=level,
+        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

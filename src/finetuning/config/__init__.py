@@ -1,0 +1,1 @@
+"""Config models (pure data), loading, and the generated schema and reference."""

@@ -1,0 +1,140 @@
+"""Data configuration: which files to train and validate on, the chat template and padding."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from finetuning.config.strict import StrictModel
+
+
+class ChatTemplateName(StrEnum):
+    """Chat template to use."""
+
+    MISTRAL_WITH_SYSTEM = "mistral-with-system"
+    CHAT_ML = "chat-ml"
+    PORO = "poro"
+    KEEP_ORIGINAL = "keep-original"
+    SIMPLIFIED_LLAMA31 = "simplified-llama31"
+
+
+class MissingPadTokenStrategy(StrEnum):
+    """What to use for padding when the tokenizer has no pad token.
+
+    Repurposing EOS is common but hurts when the model should learn to predict EOS: padding
+    labels are ignored, so EOS would never be trained. Repurposing BOS (the default) avoids that.
+    Repurposing UNK works for tokenizers that never produce UNK in normal data.
+    ``unk-convert-to-eos`` pads with UNK, but the collator turns input-side padding into EOS while
+    its labels stay ignored; the tokenizer's pad token stays UNK, so set it again for inference.
+    """
+
+    EOS_REPURPOSE = "eos-repurpose"
+    BOS_REPURPOSE = "bos-repurpose"
+    UNK_REPURPOSE = "unk-repurpose"
+    UNK_CONVERT_TO_EOS = "unk-convert-to-eos"
+
+
+class DatasetDefinition(StrictModel):
+    """Define how to load a dataset."""
+
+    path: str
+    """Local path to a JSONL file (or a file holding one JSON array) in the finetuning data format."""
+
+
+class WeightedDatasetDefinition(StrictModel):
+    """Define a dataset, with a weight for sampling."""
+
+    path: str
+    """Local path to a JSONL file (or a file holding one JSON array) in the finetuning data format."""
+    sampling_weight: float = 1.0
+    """Relative sampling weight; 0 leaves the dataset out, negative weights are errors."""
+
+
+class ConcatenationDataInput(StrictModel):
+    """A simple list of datasets, concatenated in order.
+
+    SFT rows are ``{"messages": [{"role": ..., "content": ...}, ...]}``; DPO rows are
+    ``{"prompt_messages": [...], "chosen_messages": [...], "rejected_messages": [...]}``.
+    """
+
+    type: Literal["CONCATENATION"]
+    datasets: list[DatasetDefinition] = Field(min_length=1)
+    """The datasets, in order."""
+    data_type: str = "ChatConversation"
+    """Generally, the data_type is automatically set based on the experiment config method."""
+
+
+class WeightedMixDataInput(StrictModel):
+    """Datasets interleaved by sampling weight, precomputed as a list of row indices.
+
+    With all weights equal to 1.0 the mix is a deterministic round robin over the datasets for as
+    many rounds as the longest dataset has rows (shorter ones wrap around). Otherwise a seeded RNG
+    draws which dataset gives the next row, until every dataset has been used up at least once;
+    with small weights this can make the mix very large.
+    """
+
+    type: Literal["PRECOMPUTE_WEIGHTED_MIX"]
+    datasets: list[WeightedDatasetDefinition] = Field(min_length=1)
+    """The datasets with their sampling weights."""
+    data_type: str = "ChatConversation"
+    """Generally, the data_type is automatically set based on the experiment config method."""
+    seed: int = 19851243
+    """Seed for the random number generator for interleaving draws."""
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> WeightedMixDataInput:
+        weights = [d.sampling_weight for d in self.datasets]
+        if any(w < 0 for w in weights):
+            raise ValueError(f"sampling weights must be >= 0, got {weights}")
+        if sum(weights) <= 0:
+            raise ValueError(f"at least one sampling weight must be > 0, got {weights}")
+        return self
+
+
+class AutoSplitDataInput(StrictModel):
+    """Automatic validation split from the training data (after tokenisation and length handling)."""
+
+    type: Literal["AUTO_SPLIT"]
+    data_type: str = "ChatConversation"
+    """Generally, the data_type is automatically set based on the experiment config method."""
+    ratio: float = Field(default=0.2, gt=0.0, lt=1.0)
+    """Ratio of the training data to use for validation, in (0, 1)."""
+    seed: int = 1289525893
+    """Seed for the random number generator for splitting."""
+
+
+class NoneDataInput(StrictModel):
+    """A special type for not using data, e.g. no validation set."""
+
+    type: Literal["NONE"]
+    data_type: str = "ChatConversation"
+    """Generally, the data_type is automatically set based on the experiment config method."""
+
+
+TrainingDataInput = Annotated[
+    ConcatenationDataInput | WeightedMixDataInput, Field(discriminator="type")
+]
+ValidationDataInput = Annotated[
+    AutoSplitDataInput | ConcatenationDataInput | NoneDataInput, Field(discriminator="type")
+]
+
+
+class ChatTrainValidConfig(StrictModel):
+    """Training time data configuration.
+
+    Always defines the training data and can define validation data (``NONE`` for no validation).
+    Also holds the chat template and padding settings, as those are part of the data pipeline.
+    """
+
+    training_data: TrainingDataInput
+    """The training data: ``CONCATENATION`` or ``PRECOMPUTE_WEIGHTED_MIX``."""
+    validation_data: ValidationDataInput = NoneDataInput(type="NONE")
+    """The validation data: ``AUTO_SPLIT``, ``CONCATENATION`` or ``NONE``."""
+    chat_template_name: ChatTemplateName = ChatTemplateName.MISTRAL_WITH_SYSTEM
+    """The chat template that renders conversations (see docs/data.md)."""
+    padding_side: Literal["right", "left"] = "right"
+    """Padding side, right is usually right."""
+    missing_pad_token_strategy: MissingPadTokenStrategy = MissingPadTokenStrategy.BOS_REPURPOSE
+    """See the MissingPadTokenStrategy values for descriptions of the options."""

@@ -1,0 +1,52 @@
+"""Batch size, learning-rate overrides and SFT-specific arguments."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from finetuning.config.strict import StrictModel
+
+
+class BatchsizeConfig(StrictModel):
+    """How the total batch size is split over processes, devices and accumulation steps.
+
+    Total batch size = number of processes x per-device batch size x accumulation steps. The
+    engine picks the smallest accumulation that keeps the per-device batch within
+    ``max_per_device_train_batch_size``, so one config runs unchanged on any number of processes.
+    """
+
+    total_train_batch_size: int = Field(ge=1)
+    """The total (effective) batch size for the training run."""
+    max_per_device_train_batch_size: int = Field(ge=1)
+    """The maximum training batch size that fits on one device."""
+    per_device_eval_batch_size: int | None = Field(default=None, ge=1)
+    """The eval batch size per device; if not given, the resolved training batch size."""
+
+
+class Overrides(StrictModel):
+    """Learning-rate scaling applied once when the run starts."""
+
+    lr_multiplier: float = Field(default=1.0, gt=0)
+    """Multiplier applied to the learning rate in the training_args."""
+    lr_batch_size_scaling: Literal["none", "sqrt", "linear"] = "none"
+    """Scales the learning rate by a factor of the total training batch size: 'none': no
+    scaling; 'sqrt': times the square root of the batch size; 'linear': times the batch size."""
+
+
+class SFTArguments(StrictModel):
+    """Supervised fine-tuning arguments."""
+
+    max_seq_length: int = Field(default=2048, ge=1)
+    """Maximum input sequence length in tokens; see length_handling for longer examples."""
+    save_name_if_new_basemodel: str = "checkpoint-new-basemodel"
+    """If a PEFT run adds tokens to the vocabulary, the resized base model is saved here."""
+    train_on_completions_only: bool = False
+    """Only compute loss on the assistant's turns (start marker, content and end marker)."""
+    length_handling: Literal["filter", "truncate"] = "filter"
+    """What to do with examples longer than max_seq_length: 'filter' drops them, 'truncate'
+    cuts them; either way the count is reported."""
+    padding_free: bool = True
+    """(ours) Concatenate the examples of a micro-batch into one row with position ids restarting
+    at each example, so no padding is computed. False pads each batch instead."""

@@ -1,0 +1,201 @@
+"""Tokenising rendered conversations into input ids and labels, with the loss mask from the spans.
+
+Each conversation is rendered once (recording its assistant spans), tokenised once with offset
+mapping, and a token is trained exactly when its characters fall inside an assistant span
+(``train_on_completions_only``) or, for full-sequence training, always. Nothing searches for
+marker tokens afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from finetuning.config.data import ChatTemplateName
+from finetuning.data.templates import TemplateMismatch, render
+from finetuning.errors import UserError
+
+IGNORE = -100
+CHUNK = 2000
+
+#: Row status codes in :class:`TokenStore`.
+OK, TOO_LONG, TRUNCATED, NOTHING_TRAINED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Everything besides the rows and the tokenizer that shapes the encoded result."""
+
+    template: ChatTemplateName
+    max_length: int
+    length_handling: str  # "filter" or "truncate"
+    completions_only: bool
+
+
+@dataclass
+class TokenStore:
+    """Encoded rows as flat arrays (cheap to cache, index and share).
+
+    Attributes:
+        input_ids: All token ids, row after row (int32).
+        labels: Labels aligned with ``input_ids``; -100 where not trained (int32).
+        offsets: Row ``i`` is ``[offsets[i], offsets[i + 1])`` (int64, length n + 1).
+        status: Per row: OK, TOO_LONG (filtered, stored empty), TRUNCATED, NOTHING_TRAINED.
+        full_lengths: Token length of each row before length handling.
+    """
+
+    input_ids: np.ndarray
+    labels: np.ndarray
+    offsets: np.ndarray
+    status: np.ndarray
+    full_lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        start, end = self.offsets[i], self.offsets[i + 1]
+        return self.input_ids[start:end], self.labels[start:end]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @staticmethod
+    def concat(parts: list[TokenStore]) -> TokenStore:
+        shifts = np.cumsum([0] + [len(p.input_ids) for p in parts[:-1]])
+        return TokenStore(
+            np.concatenate([p.input_ids for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate(
+                [[0]] + [p.offsets[1:] + s for p, s in zip(parts, shifts, strict=True)]
+            ).astype(np.int64),
+            np.concatenate([p.status for p in parts]),
+            np.concatenate([p.full_lengths for p in parts]),
+        )
+
+
+def special_prefix(tokenizer: Any) -> list[int]:
+    """The ids the tokenizer adds before a text when encoding with special tokens (e.g. BOS)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            return full[:i]
+    return []
+
+
+def encode_chunk(
+    rows: list[dict[str, Any]], tokenizer: Any, settings: EncodeSettings
+) -> TokenStore:
+    """Encode SFT rows (``messages``) into a :class:`TokenStore`."""
+    texts: list[str] = []
+    spans: list[tuple[tuple[int, int], ...]] = []
+    for row in rows:
+        try:
+            rendered = render(settings.template, row["messages"], tokenizer)
+        except TemplateMismatch as exc:
+            where = row.get("_where", "a row")
+            raise UserError(f"{where}: {exc}") from None
+        texts.append(rendered.text)
+        spans.append(rendered.spans)
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    prefix = special_prefix(tokenizer)
+    bos = tokenizer.bos_token
+    ids_out, labels_out, status, full_lengths = [], [], [], []
+    for text, row_spans, ids, offs in zip(
+        texts, spans, encoded["input_ids"], encoded["offset_mapping"], strict=True
+    ):
+        ids = np.asarray(ids, dtype=np.int32)
+        offs = np.asarray(offs, dtype=np.int64).reshape(-1, 2)
+        if settings.completions_only:
+            trained = np.zeros(len(ids), dtype=bool)
+            nonempty = offs[:, 1] > offs[:, 0]
+            for s, e in row_spans:
+                trained |= nonempty & (offs[:, 0] < e) & (offs[:, 1] > s)
+        else:
+            trained = np.ones(len(ids), dtype=bool)
+        # No doubled BOS: only add the tokenizer's prefix when the template did not write it.
+        if prefix and not (bos and text.startswith(bos)):
+            ids = np.concatenate([np.asarray(prefix, dtype=np.int32), ids])
+            trained = np.concatenate([np.full(len(prefix), not settings.completions_only), trained])
+        labels = np.where(trained, ids, IGNORE).astype(np.int32)
+        full_lengths.append(len(ids))
+        code = OK
+        if len(ids) > settings.max_length:
+            if settings.length_handling == "filter":
+                ids, labels, code = ids[:0], labels[:0], TOO_LONG
+            else:
+                ids, labels, code = (
+                    ids[: settings.max_length],
+                    labels[: settings.max_length],
+                    TRUNCATED,
+                )
+        if code != TOO_LONG and not (labels != IGNORE).any():
+            code = NOTHING_TRAINED
+        ids_out.append(ids)
+        labels_out.append(labels)
+        status.append(code)
+    lengths = [len(x) for x in ids_out]
+    return TokenStore(
+        np.concatenate(ids_out) if ids_out else np.zeros(0, np.int32),
+        np.concatenate(labels_out) if labels_out else np.zeros(0, np.int32),
+        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        np.asarray(status, dtype=np.int8),
+        np.asarray(full_lengths, dtype=np.int64),
+    )
+
+
+_WORKER_TOKENIZER: Any = None
+
+
+def _init_worker(tokenizer: Any) -> None:
+    global _WORKER_TOKENIZER
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _encode_in_worker(args: tuple[list[dict[str, Any]], EncodeSettings]) -> TokenStore:
+    rows, settings = args
+    return encode_chunk(rows, _WORKER_TOKENIZER, settings)
+
+
+def encode_rows(
+    rows: list[dict[str, Any]],
+    tokenizer: Any,
+    settings: EncodeSettings,
+    num_workers: int = 1,
+    progress: bool = True,
+) -> TokenStore:
+    """Encode all rows, in chunks, on ``num_workers`` processes, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    chunks = [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
+    bar = tqdm(
+        total=len(rows),
+        desc="tokenizing",
+        unit="rows",
+        disable=not progress or len(rows) < 5 * CHUNK,
+    )
+    parts: list[TokenStore] = []
+    if num_workers <= 1 or len(chunks) == 1:
+        for chunk in chunks:
+            parts.append(encode_chunk(chunk, tokenizer, settings))
+            bar.update(len(chunk))
+    else:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            num_workers, mp_context=context, initializer=_init_worker, initargs=(tokenizer,)
+        ) as pool:
+            for chunk, part in zip(
+                chunks, pool.map(_encode_in_worker, [(c, settings) for c in chunks]), strict=True
+            ):
+                parts.append(part)
+                bar.update(len(chunk))
+    bar.close()
+    return TokenStore.concat(parts)

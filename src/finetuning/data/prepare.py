@@ -1,0 +1,236 @@
+"""From the data config to training and validation sets: read, mix, encode (cached), split.
+
+The encoded rows are cached on disk, keyed on everything that shapes them: the data files'
+contents, the tokenizer (vocabulary, special tokens, template), the chat template name, the
+length settings and the engine version. A second run with the same inputs loads the cache; a
+changed input never reuses a stale one. Set ``FINETUNING_CACHE_DIR`` to choose where it goes
+(default: ``$XDG_CACHE_HOME/finetuning`` or ``~/.cache/finetuning``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finetuning import __version__
+from finetuning.config.data import ChatTrainValidConfig
+from finetuning.data import sources
+from finetuning.data.encode import (
+    NOTHING_TRAINED,
+    OK,
+    TOO_LONG,
+    TRUNCATED,
+    EncodeSettings,
+    TokenStore,
+    encode_rows,
+)
+from finetuning.data.rows import read_rows
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+
+
+def cache_root() -> Path:
+    """Where encoded data is cached (``FINETUNING_CACHE_DIR`` or the user's cache dir)."""
+    if os.environ.get("FINETUNING_CACHE_DIR"):
+        return Path(os.environ["FINETUNING_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "finetuning" / "data"
+
+
+@dataclass
+class SourceInfo:
+    """One data file and how many rows it gave."""
+
+    key: str
+    path: str
+    rows: int
+
+
+@dataclass
+class EncodedSplit:
+    """A training or validation set: positions into a shared :class:`TokenStore`."""
+
+    store: TokenStore
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def lengths(self) -> np.ndarray:
+        return self.store.lengths()[self.indices]
+
+
+@dataclass
+class PreparedData:
+    """The result of data preparation, with the facts the preflight report shows."""
+
+    train: EncodedSplit
+    valid: EncodedSplit | None
+    sources: list[SourceInfo]
+    rows: list[dict[str, Any]]
+    mixed_rows: int
+    status_counts: dict[str, int]
+    cache_hit: bool
+    cache_path: Path | None
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A digest of everything in the tokenizer that changes how text encodes."""
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update((backend.to_str() if backend is not None else repr(tokenizer.get_vocab())).encode())
+    h.update(repr(sorted(tokenizer.special_tokens_map.items())).encode())
+    h.update(str(getattr(tokenizer, "chat_template", "")).encode())
+    h.update(repr(tokenizer("a", add_special_tokens=True)["input_ids"]).encode())
+    return h.hexdigest()
+
+
+def cache_key(paths: list[Path], tokenizer: Any, settings: EncodeSettings, method: str) -> str:
+    """The cache key of the encoded rows of ``paths``."""
+    parts = {
+        "format": CACHE_FORMAT,
+        "engine": __version__,
+        "method": method,
+        "files": [_file_digest(p) for p in paths],
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "settings": [
+            settings.template.value,
+            settings.max_length,
+            settings.length_handling,
+            settings.completions_only,
+        ],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _save_store(store: TokenStore, folder: Path) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    for name in ("input_ids", "labels", "offsets", "status", "full_lengths"):
+        np.save(tmp / f"{name}.npy", getattr(store, name))
+    try:
+        tmp.rename(folder)  # atomic: a cache folder is complete or absent
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
+
+
+def _load_store(folder: Path) -> TokenStore | None:
+    try:
+        return TokenStore(
+            *(
+                np.load(folder / f"{name}.npy", mmap_mode="r")
+                for name in ("input_ids", "labels", "offsets", "status", "full_lengths")
+            )
+        )
+    except (OSError, ValueError):
+        return None
+
+
+def prepare_data(
+    data: ChatTrainValidConfig,
+    tokenizer: Any,
+    settings: EncodeSettings,
+    method: str = "sft",
+    num_workers: int | None = None,
+    use_cache: bool = True,
+) -> PreparedData:
+    """Read, mix, encode and split the data of a config.
+
+    Args:
+        data: ``data_conf``.
+        tokenizer: The prepared tokenizer (template tokens and pad token set).
+        settings: Template and length settings.
+        method: "sft" or "dpo" (which row shape to read).
+        num_workers: Preprocessing processes (default: up to 4, bounded by the CPU count).
+        use_cache: Read and write the on-disk cache.
+
+    Raises:
+        UserError: Missing or malformed files, bad mix weights or split ratio.
+    """
+    started = time.perf_counter()
+    train_conf, valid_conf = data.training_data, data.validation_data
+    infos: list[SourceInfo] = []
+    all_rows: list[dict[str, Any]] = []
+    lengths: list[int] = []
+    paths: list[Path] = []
+    groups = [("training_data", train_conf.datasets)]
+    if valid_conf.type == "CONCATENATION":
+        groups.append(("validation_data", valid_conf.datasets))
+    for group, datasets in groups:
+        for i, ds in enumerate(datasets):
+            key = f"data_conf.{group}.datasets[{i}].path"
+            rows = read_rows(ds.path, method, key)
+            infos.append(SourceInfo(key, ds.path, len(rows)))
+            all_rows += rows
+            lengths.append(len(rows))
+            paths.append(Path(ds.path))
+
+    workers = num_workers or min(4, os.cpu_count() or 1)
+    store, hit, folder = None, False, None
+    if use_cache:
+        folder = cache_root() / cache_key(paths, tokenizer, settings, method)
+        store = _load_store(folder) if folder.exists() else None
+        hit = store is not None
+    if store is None:
+        store = encode_rows(all_rows, tokenizer, settings, num_workers=workers)
+        if folder is not None:
+            _save_store(store, folder)
+    logger.info("data: %d rows encoded%s", len(store), f" (cache hit: {folder})" if hit else "")
+
+    n_train_sources = len(train_conf.datasets)
+    train_lengths = lengths[:n_train_sources]
+    if train_conf.type == "PRECOMPUTE_WEIGHTED_MIX":
+        weights = [d.sampling_weight for d in train_conf.datasets]
+        train_idx = sources.weighted_mix(train_lengths, weights, train_conf.seed)
+    else:
+        train_idx = sources.concatenate(train_lengths)
+    mixed = len(train_idx)
+    status = np.asarray(store.status)
+    usable = (status == OK) | (status == TRUNCATED)
+    train_idx = train_idx[usable[train_idx]]
+    valid_idx = None
+    if valid_conf.type == "AUTO_SPLIT":
+        keep, held = sources.auto_split(len(train_idx), valid_conf.ratio, valid_conf.seed)
+        train_idx, valid_idx = train_idx[keep], train_idx[held]
+    elif valid_conf.type == "CONCATENATION":
+        start = sum(train_lengths)
+        valid_idx = np.arange(start, start + sum(lengths[n_train_sources:]), dtype=np.int64)
+        valid_idx = valid_idx[usable[valid_idx]]
+    counts = {
+        "too_long_dropped": int((status == TOO_LONG).sum()),
+        "truncated": int((status == TRUNCATED).sum()),
+        "nothing_trained": int((status == NOTHING_TRAINED).sum()),
+    }
+    return PreparedData(
+        train=EncodedSplit(store, train_idx),
+        valid=EncodedSplit(store, valid_idx) if valid_idx is not None else None,
+        sources=infos,
+        rows=all_rows,
+        mixed_rows=mixed,
+        status_counts=counts,
+        cache_hit=hit,
+        cache_path=folder,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,127 @@
+"""Reading SFT and DPO rows from JSONL (or one JSON array), checking every row strictly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from finetuning.errors import Problem, UserError
+
+MAX_REPORTED = 20
+METADATA_KEYS = ("dataset", "id", "tags", "labels")
+SFT_KEYS = ("messages",)
+DPO_KEYS = ("prompt_messages", "chosen_messages", "rejected_messages")
+
+
+def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, Any]]:
+    """Read and check every row of one data file.
+
+    Args:
+        path: A JSONL file, or a file holding one JSON array of rows.
+        method: "sft" (``messages``) or "dpo" (``prompt_messages``/``chosen_messages``/
+            ``rejected_messages``).
+        config_key: The config path that named the file, for the error message.
+
+    Returns:
+        The rows, each with its message lists (and metadata keys, if present).
+
+    Raises:
+        UserError: The file is missing or empty, or rows are malformed (up to the first 20
+            problems, each as ``file:line: what is wrong``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(Problem(f"data file not found: {path}", config_key))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise UserError(Problem(f"not valid UTF-8 (byte {exc.start})", f"{path}:{line}")) from None
+    records = _parse(text, path)
+    problems: list[Problem] = []
+    rows: list[dict[str, Any]] = []
+    for line, record in records:
+        where = f"{path}:{line}"
+        if isinstance(record, Problem):
+            problems.append(record)
+            continue
+        message = _check_row(record, method)
+        if message:
+            problems.append(Problem(message, where))
+        else:
+            rows.append(record)
+        if len(problems) >= MAX_REPORTED:
+            break
+    if problems:
+        more = " (showing the first 20)" if len(problems) >= MAX_REPORTED else ""
+        raise UserError(problems, header=f"{path} has malformed rows{more}:")
+    if not rows:
+        raise UserError(Problem(f"data file has no rows: {path}", config_key))
+    return rows
+
+
+def _parse(text: str, path: Path) -> list[tuple[int, Any]]:
+    """(line number, parsed object or Problem) for each row of the file."""
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            array = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return [(exc.lineno, Problem(f"invalid JSON array: {exc.msg}", f"{path}:{exc.lineno}"))]
+        # A JSON array has no line per row; report positions as the row's index (1-based).
+        return list(enumerate(array, start=1))
+    records: list[tuple[int, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            shown = line if len(line) <= 80 else line[:77] + "..."
+            records.append(
+                (number, Problem(f"invalid JSON ({exc.msg}): {shown}", f"{path}:{number}"))
+            )
+    return records
+
+
+def _check_messages(value: Any, key: str, allow_empty: bool = False) -> str:
+    if not isinstance(value, list):
+        return f"`{key}` must be a list of messages, got {type(value).__name__}"
+    if not value and not allow_empty:
+        return f"`{key}` is an empty conversation"
+    for i, message in enumerate(value):
+        if not isinstance(message, dict):
+            return f"{key}[{i}] must be an object with `role` and `content`"
+        for field in ("role", "content"):
+            if field not in message:
+                return f"{key}[{i}] has no `{field}`"
+            if not isinstance(message[field], str):
+                got = type(message[field]).__name__
+                return f"{key}[{i}].{field} must be a string, got {got}"
+    return ""
+
+
+def _check_row(record: Any, method: str) -> str:
+    """An empty string for a good row, else what is wrong with it."""
+    if not isinstance(record, dict):
+        return f"a row must be a JSON object, got {type(record).__name__}"
+    keys = SFT_KEYS if method == "sft" else DPO_KEYS
+    missing = [k for k in keys if k not in record]
+    if missing:
+        other = DPO_KEYS if method == "sft" else SFT_KEYS
+        hint = ""
+        if any(k in record for k in other):
+            hint = f" (this looks like a {'dpo' if method == 'sft' else 'sft'} row)"
+        return f"missing `{'`, `'.join(missing)}`{hint}"
+    for key in keys:
+        message = _check_messages(record[key], key, allow_empty=key == "prompt_messages")
+        if message:
+            return message
+    if method == "sft" and not any(m["role"] == "assistant" for m in record["messages"]):
+        return "the conversation has no assistant turn, so nothing would be trained"
+    if method == "dpo":
+        for key in ("chosen_messages", "rejected_messages"):
+            if record[key][-1]["role"] != "assistant":
+                return f"`{key}` must end with an assistant message"
+    return ""

@@ -1,0 +1,1 @@
+"""Tokenizer setup, model loading, quantization and adapters."""

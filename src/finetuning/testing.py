@@ -1,0 +1,319 @@
+"""Tiny local models, tokenizers and data for tests, the example scaffold and benchmarks.
+
+Nothing here downloads anything: the tokenizer is trained in-process with the `tokenizers`
+library (byte-level BPE with BOS/EOS/UNK and deliberately no pad token) and the model is a
+randomly initialised Llama-, Mistral- or Qwen2-style causal LM, saved to a folder and loaded by
+path exactly as a user's model would be.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Literal
+
+Architecture = Literal["llama", "mistral", "qwen2"]
+
+#: The tiny tokenizer's own chat template (used by `keep-original`). It is deliberately not one
+#: of the named templates, so tests see that keep-original really follows the tokenizer.
+TINY_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+_WORDS = [
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "it",
+    "you",
+    "that",
+    "he",
+    "was",
+    "for",
+    "on",
+    "are",
+    "with",
+    "as",
+    "I",
+    "his",
+    "they",
+    "be",
+    "at",
+    "one",
+    "have",
+    "this",
+    "from",
+    "or",
+    "had",
+    "by",
+    "word",
+    "but",
+    "what",
+    "some",
+    "we",
+    "can",
+    "out",
+    "other",
+    "were",
+    "all",
+    "there",
+    "when",
+    "up",
+    "use",
+    "your",
+    "how",
+    "said",
+    "an",
+    "each",
+    "she",
+    "which",
+    "do",
+    "their",
+    "time",
+    "if",
+    "will",
+    "way",
+    "about",
+    "many",
+    "then",
+    "them",
+    "write",
+    "would",
+    "like",
+    "so",
+    "these",
+    "her",
+    "long",
+    "make",
+    "thing",
+    "see",
+    "him",
+    "two",
+    "has",
+    "look",
+    "more",
+    "day",
+    "could",
+    "go",
+    "come",
+    "did",
+    "number",
+    "sound",
+    "no",
+    "most",
+    "people",
+    "my",
+    "over",
+    "know",
+    "water",
+    "than",
+    "call",
+    "first",
+    "who",
+    "may",
+    "down",
+    "side",
+    "been",
+    "now",
+    "find",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "black",
+    "white",
+    "apple",
+    "banana",
+    "cherry",
+    "river",
+    "mountain",
+    "city",
+    "capital",
+    "answer",
+    "question",
+    "system",
+    "user",
+    "assistant",
+    "hello",
+    "thanks",
+    "please",
+    "sure",
+    "okay",
+]
+
+_COLORS = ["red", "green", "blue", "yellow", "black", "white", "orange", "purple"]
+_FRUITS = ["apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plum"]
+_NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def _tokenizer_corpus(seed: int = 0, lines: int = 3000) -> list[str]:
+    rng = random.Random(seed)
+    corpus = []
+    for _ in range(lines):
+        corpus.append(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 16))))
+    corpus += [" ".join(_COLORS + _FRUITS + _NUMBERS)] * 20
+    corpus += ["<|user|>\n<|assistant|>\n<|system|>\n[INST] [/INST] <<SYS>> <</SYS>>"] * 20
+    corpus += ["0123456789 + - = ? ! . , : ; ( ) [ ] { } < > / \\ ' \" # @ * & % $"] * 20
+    return corpus
+
+
+def build_tokenizer(out_dir: str | Path, vocab_size: int = 1024, chat_template: bool = True):
+    """Train and save a byte-level BPE tokenizer with BOS/EOS/UNK and no pad token.
+
+    Args:
+        out_dir: Folder to save the tokenizer into.
+        vocab_size: Target vocabulary size.
+        chat_template: Whether to store :data:`TINY_CHAT_TEMPLATE` as the chat template.
+
+    Returns:
+        The loaded ``PreTrainedTokenizerFast``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    # Like Llama tokenizers: BOS is added when encoding with special tokens.
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    if chat_template:
+        fast.chat_template = TINY_CHAT_TEMPLATE
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def build_model(
+    out_dir: str | Path,
+    architecture: Architecture = "llama",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vocab_size: int | None = None,
+    seed: int = 0,
+    tokenizer_kwargs: dict[str, Any] | None = None,
+    intermediate_size: int | None = None,
+    num_heads: int = 4,
+) -> Path:
+    """Build a tiny random causal LM with its tokenizer and save both to ``out_dir``.
+
+    Args:
+        out_dir: Folder to write (config, safetensors weights, tokenizer).
+        architecture: "llama", "mistral" or "qwen2".
+        hidden_size: Hidden size (64 keeps tests fast).
+        num_layers: Number of decoder layers.
+        vocab_size: Embedding rows; defaults to the tokenizer's size.
+        seed: Seed of the random initialisation.
+        tokenizer_kwargs: Extra arguments for :func:`build_tokenizer`.
+        intermediate_size: MLP size; defaults to 2x hidden.
+        num_heads: Attention heads (key/value heads are half of them).
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    out_dir = Path(out_dir)
+    build_tokenizer(out_dir, **(tokenizer_kwargs or {}))
+    config = AutoConfig.for_model(architecture)
+    config.save_pretrained(out_dir)
+    # Loaded the way users load it: some architectures pick their own tokenizer class.
+    tokenizer = AutoTokenizer.from_pretrained(out_dir)
+    config = AutoConfig.for_model(
+        architecture,
+        vocab_size=vocab_size or len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=max(1, num_heads // 2),
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=None,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.pad_token_id = None
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+def synthetic_chats(n: int, seed: int = 0, system_share: float = 0.3) -> list[dict[str, Any]]:
+    """Small, learnable chat conversations: the answer follows from the question.
+
+    Returns:
+        ``n`` rows in the SFT format ``{"messages": [...]}``.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            fruit = rng.choice(_FRUITS)
+            color = _COLORS[_FRUITS.index(fruit)]
+            q, a = f"what color is the {fruit}?", f"the {fruit} is {color}."
+        elif kind == 1:
+            a_, b_ = rng.randrange(5), rng.randrange(5)
+            q, a = (
+                f"add {_NUMBERS[a_]} and {_NUMBERS[b_]}.",
+                f"{_NUMBERS[a_]} plus {_NUMBERS[b_]} is {_NUMBERS[a_ + b_]}.",
+            )
+        else:
+            words = [rng.choice(_COLORS) for _ in range(3)]
+            q, a = f"repeat: {' '.join(words)}", " ".join(words)
+        messages = []
+        if rng.random() < system_share:
+            messages.append({"role": "system", "content": "you are a helpful assistant."})
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        rows.append({"messages": messages})
+    return rows
+
+
+def synthetic_preferences(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Preference rows: the chosen answer is the correct one, the rejected one is wrong."""
+    rng = random.Random(seed)
+    rows = []
+    for row in synthetic_chats(n, seed):
+        *prompt, answer = row["messages"]
+        wrong = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(2, 6))) + "."
+        rows.append(
+            {
+                "prompt_messages": prompt,
+                "chosen_messages": [answer],
+                "rejected_messages": [{"role": "assistant", "content": wrong}],
+            }
+        )
+    return rows
+
+
+def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Write rows as JSONL and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    return path
