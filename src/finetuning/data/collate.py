@@ -1,0 +1,88 @@
+"""Datasets over encoded rows and the collators that batch them (padding-free or padded)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from finetuning.data.encode import IGNORE
+from finetuning.data.prepare import EncodedSplit
+
+
+class SFTDataset:
+    """A map-style dataset of ``{"input_ids", "labels"}`` over an :class:`EncodedSplit`."""
+
+    def __init__(self, split: EncodedSplit):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        ids, labels = self.split.store.row(int(self.split.indices[i]))
+        return {"input_ids": ids, "labels": labels}
+
+
+@dataclass
+class PaddingFreeCollator:
+    """Concatenate the examples of a micro-batch into one row, position ids restarting per example.
+
+    No pad token is computed. transformers builds a block-diagonal attention from the position
+    id resets (there is no attention mask and no KV cache), so attention never crosses examples.
+    The first label of each example is masked, because in the packed row it would be predicted
+    from the previous example's last token; in a padded batch that label is never used either,
+    so the loss equals the padded batch's loss.
+    """
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        ids = np.concatenate([np.asarray(e["input_ids"]) for e in examples])
+        labels = [np.asarray(e["labels"]).copy() for e in examples]
+        for lab in labels:
+            lab[0] = IGNORE
+        positions = np.concatenate([np.arange(len(e["input_ids"])) for e in examples])
+        return {
+            "input_ids": torch.from_numpy(ids.astype(np.int64))[None],
+            "labels": torch.from_numpy(np.concatenate(labels).astype(np.int64))[None],
+            "position_ids": torch.from_numpy(positions.astype(np.int64))[None],
+        }
+
+
+@dataclass
+class PaddedCollator:
+    """Pad a micro-batch to its longest example on the configured side; padding labels are -100.
+
+    Attributes:
+        pad_id: The pad token id.
+        side: "right" or "left".
+        eos_id: With ``unk-convert-to-eos``, the input-side padding becomes this id (its labels
+            stay -100); None otherwise.
+    """
+
+    pad_id: int
+    side: str = "right"
+    eos_id: int | None = None
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        longest = max(len(e["input_ids"]) for e in examples)
+        n = len(examples)
+        fill = self.eos_id if self.eos_id is not None else self.pad_id
+        ids = np.full((n, longest), fill, dtype=np.int64)
+        labels = np.full((n, longest), IGNORE, dtype=np.int64)
+        mask = np.zeros((n, longest), dtype=np.int64)
+        for row, e in enumerate(examples):
+            length = len(e["input_ids"])
+            cols = slice(0, length) if self.side == "right" else slice(longest - length, longest)
+            ids[row, cols] = e["input_ids"]
+            labels[row, cols] = e["labels"]
+            mask[row, cols] = 1
+        return {
+            "input_ids": torch.from_numpy(ids),
+            "labels": torch.from_numpy(labels),
+            "attention_mask": torch.from_numpy(mask),
+        }

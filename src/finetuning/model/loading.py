@@ -1,0 +1,155 @@
+"""Loading the model (dtype, device map, quantization), resizing for new tokens, adapters."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from finetuning.config.experiment import ExperimentConfig
+from finetuning.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def model_kwargs(config: ExperimentConfig, distributed: str | None) -> dict[str, Any]:
+    """Keyword arguments for ``from_pretrained``: only what the user set, plus our choices.
+
+    Args:
+        config: The experiment config.
+        distributed: None (one process), "ddp", "deepspeed" or "fsdp".
+    """
+    args = config.run_conf.model_args
+    kwargs = {name: getattr(args, name) for name in args.model_fields_set}
+    kwargs.update(args.model_extra or {})
+    if "torch_dtype" in kwargs:
+        if "dtype" in kwargs:
+            raise UserError("run_conf.model_args: set either torch_dtype or dtype, not both")
+        kwargs["dtype"] = kwargs.pop("torch_dtype")
+    kwargs.pop("use_cache", None)  # training always runs without a KV cache (set below)
+    if "device_map" not in kwargs and distributed == "ddp":
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    if kwargs.get("device_map") is not None and distributed in ("deepspeed", "fsdp"):
+        logger.warning("run_conf.model_args.device_map is ignored under %s", distributed)
+        kwargs.pop("device_map")
+    kwargs.setdefault("trust_remote_code", False)
+    quant = config.quant_conf
+    if quant.quantization_type == "bits-and-bytes":
+        kwargs["quantization_config"] = bnb_config(quant)
+    return kwargs
+
+
+def bnb_config(quant: Any) -> Any:
+    """transformers' ``BitsAndBytesConfig`` from ``quant_conf`` (needs bitsandbytes)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError(
+            "quant_conf: bits-and-bytes quantization needs bitsandbytes: "
+            "pip install 'finetuning[quant]'"
+        )
+    from transformers import BitsAndBytesConfig
+
+    fields = quant.model_dump(exclude={"quantization_type"})
+    return BitsAndBytesConfig(**{k: v for k, v in fields.items() if v is not None})
+
+
+def load_model(config: ExperimentConfig, distributed: str | None = None) -> Any:
+    """Load ``run_conf.model`` as a causal LM for training."""
+    from transformers import AutoModelForCausalLM
+
+    source = config.run_conf.model
+    kwargs = model_kwargs(config, distributed)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        text = str(exc)
+        if "trust_remote_code" in text:
+            raise UserError(
+                f"run_conf.model: {source!r} needs custom code: set "
+                "run_conf.model_args.trust_remote_code: true if you trust it"
+            ) from None
+        if not Path(source).exists() and "/" not in source.strip("/"):
+            raise UserError(f"run_conf.model: model not found: {source!r}") from None
+        raise UserError(f"run_conf.model: cannot load {source!r}: {text.splitlines()[0]}") from None
+    model.config.use_cache = False
+    return model
+
+
+def resize_for_tokenizer(model: Any, tokenizer: Any) -> bool:
+    """Grow the embeddings (mean-initialised rows) when the tokenizer has more tokens.
+
+    Returns:
+        True when the model was resized.
+    """
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) <= rows:
+        return False
+    if getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_4bit", False):
+        raise UserError(
+            "the chat template adds tokens to the vocabulary, but a quantized model cannot be "
+            "resized: use a template whose tokens the tokenizer has, or no quantization"
+        )
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    logger.info(
+        "resized the embeddings from %d to %d rows (mean-initialised)", rows, len(tokenizer)
+    )
+    return True
+
+
+def _embedding_module_names(model: Any) -> list[str]:
+    names = []
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+        for name, candidate in model.named_modules():
+            if candidate is module:
+                names.append(name.split(".")[-1])
+                break
+    return names
+
+
+def apply_adapter(config: ExperimentConfig, model: Any, resized: bool) -> Any:
+    """Wrap ``model`` with the adapter of ``peft_conf`` (or return it for NO_PEFT).
+
+    With new vocabulary rows the embedding and output layers join ``modules_to_save`` so those
+    rows train. Quantized models are prepared for k-bit training first.
+    """
+    peft_conf = config.peft_conf
+    if peft_conf.peft_type == "NO_PEFT":
+        return model
+    import peft
+
+    if config.quant_conf.quantization_type == "bits-and-bytes":
+        model = peft.prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=bool(config.training_args.get("activation_checkpointing")),
+        )
+    if peft_conf.peft_type == "PRETRAINED_PEFT":
+        if resized:
+            raise UserError(
+                "peft_conf: PRETRAINED_PEFT cannot continue an adapter when the chat template "
+                "adds tokens to the vocabulary (the adapter was trained without them): use a "
+                "template the tokenizer already has tokens for"
+            )
+        try:
+            return peft.PeftModel.from_pretrained(model, peft_conf.name_or_path, is_trainable=True)
+        except (OSError, ValueError) as exc:
+            raise UserError(
+                f"peft_conf.name_or_path: cannot load the adapter {peft_conf.name_or_path!r}: {exc}"
+            ) from None
+    kwargs = dict(peft_conf.peft_kwargs)
+    if resized:
+        extra = [
+            n for n in _embedding_module_names(model) if n not in kwargs.get("target_modules", [])
+        ]
+        kwargs["modules_to_save"] = list(
+            dict.fromkeys([*(kwargs.get("modules_to_save") or []), *extra])
+        )
+    config_cls = peft.PEFT_TYPE_TO_CONFIG_MAPPING[peft_conf.peft_type]
+    try:
+        peft_config = config_cls(task_type=peft_conf.task_type.value, **kwargs)
+        return peft.get_peft_model(model, peft_config)
+    except (TypeError, ValueError) as exc:
+        raise UserError(
+            f"peft_conf.peft_kwargs: PEFT rejected them for {peft_conf.peft_type}: {exc}"
+        ) from None

@@ -1,0 +1,84 @@
+"""Batch-size and learning-rate resolution, computed once when a run starts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from finetuning.config.experiment import ExperimentConfig
+from finetuning.errors import UserError
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What the run derives from the config and the world size.
+
+    Attributes:
+        world_size: Number of processes.
+        per_device_train: Per-device micro-batch size.
+        accumulation: Gradient accumulation steps.
+        per_device_eval: Per-device eval batch size.
+        learning_rate: The learning rate after ``overrides``.
+    """
+
+    world_size: int
+    per_device_train: int
+    accumulation: int
+    per_device_eval: int
+    learning_rate: float
+
+
+def resolve_batch(total: int, max_per_device: int, world_size: int) -> tuple[int, int]:
+    """(per-device batch, accumulation) for a total batch over ``world_size`` processes.
+
+    Accumulation is the smallest ``a >= 1`` with ``total`` divisible by ``world_size * a`` and
+    ``total / (world_size * a) <= max_per_device``.
+
+    Raises:
+        UserError: ``total`` is not divisible by ``world_size``, ``max_per_device < 1``, or no
+            accumulation fits.
+    """
+    if max_per_device < 1:
+        raise UserError(
+            f"batchsize_conf.max_per_device_train_batch_size must be >= 1, got {max_per_device}"
+        )
+    if total % world_size:
+        raise UserError(
+            f"batchsize_conf.total_train_batch_size {total} is not divisible by the "
+            f"{world_size} processes: use a multiple of {world_size}"
+        )
+    for accumulation in range(1, total // world_size + 1):
+        if total % (world_size * accumulation) == 0:
+            per_device = total // (world_size * accumulation)
+            if per_device <= max_per_device:
+                return per_device, accumulation
+    raise UserError(  # pragma: no cover - accumulation = total / world_size always fits
+        f"batchsize_conf: no accumulation fits total {total} on {world_size} processes"
+    )
+
+
+def scaled_learning_rate(base: float, multiplier: float, scaling: str, total: int) -> float:
+    """``base x multiplier x {1, sqrt(total), total}`` for scaling none / sqrt / linear."""
+    factor = {"none": 1.0, "sqrt": math.sqrt(total), "linear": float(total)}[scaling]
+    return base * multiplier * factor
+
+
+def resolve(config: ExperimentConfig, world_size: int, default_lr: float) -> Resolved:
+    """Resolve batch sizes and the learning rate of ``config`` for ``world_size`` processes."""
+    bs = config.batchsize_conf
+    per_device, accumulation = resolve_batch(
+        bs.total_train_batch_size, bs.max_per_device_train_batch_size, world_size
+    )
+    lr = scaled_learning_rate(
+        float(config.training_args.get("learning_rate", default_lr)),
+        config.overrides.lr_multiplier,
+        config.overrides.lr_batch_size_scaling,
+        bs.total_train_batch_size,
+    )
+    return Resolved(
+        world_size=world_size,
+        per_device_train=per_device,
+        accumulation=accumulation,
+        per_device_eval=bs.per_device_eval_batch_size or per_device,
+        learning_rate=lr,
+    )

@@ -1,0 +1,50 @@
+"""Trainer callbacks: throughput in the logs, and inference-ready tokenizers in checkpoints."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from finetuning.config.data import ChatTemplateName
+from finetuning.model.tokenizer import save_for_inference
+
+
+class ThroughputCallback(TrainerCallback):
+    """Adds ``tokens_per_second`` (non-padding input tokens) to every training log."""
+
+    def __init__(self) -> None:
+        self._last_time: float | None = None
+        self._last_tokens = 0
+        self.history: list[dict[str, float]] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_time = time.perf_counter()
+        self._last_tokens = state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs or self._last_time is None:
+            return
+        now = time.perf_counter()
+        tokens = state.num_input_tokens_seen
+        elapsed = now - self._last_time
+        if elapsed > 0 and tokens > self._last_tokens:
+            logs["tokens_per_second"] = round((tokens - self._last_tokens) / elapsed, 1)
+        self._last_time, self._last_tokens = now, tokens
+        self.history.append({"step": state.global_step, **logs})
+
+
+class InferenceTokenizerCallback(TrainerCallback):
+    """Saves the inference-ready tokenizer into every checkpoint the trainer writes."""
+
+    def __init__(self, tokenizer: Any, template: ChatTemplateName):
+        self.tokenizer = tokenizer
+        self.template = template
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                save_for_inference(self.tokenizer, self.template, folder)

@@ -1,0 +1,90 @@
+"""The end-of-run summary, and the output-directory check done before training starts."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finetuning.errors import UserError
+
+
+@dataclass
+class RunSummary:
+    """What a finished run did.
+
+    Attributes:
+        steps: Optimizer steps at the end (including resumed ones).
+        seconds: Wall time of this invocation.
+        tokens: Input tokens seen (non-padding).
+        tokens_per_second: Over the training time of this invocation.
+        train_loss: The last logged training loss.
+        eval_loss: The last evaluation loss, if any.
+        final_dir: Where the final model (or adapter) and tokenizer are.
+        history: The trainer's log history.
+    """
+
+    steps: int
+    seconds: float
+    tokens: int
+    tokens_per_second: float
+    train_loss: float | None
+    eval_loss: float | None
+    final_dir: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def format(self) -> str:
+        lines = [
+            "run summary:",
+            f"  steps: {self.steps}; time: {self.seconds:.1f}s",
+            f"  tokens: {self.tokens} ({self.tokens_per_second:.0f} tokens/s)",
+            f"  final train loss: {_fmt(self.train_loss)}; eval loss: {_fmt(self.eval_loss)}",
+            f"  outputs: {self.final_dir}",
+        ]
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def summarize(
+    trainer: Any, result: Any, throughput: Any, final_dir: Path, seconds: float
+) -> RunSummary:
+    """Build the summary from the trainer state after training."""
+    history = list(trainer.state.log_history)
+    losses = [h["loss"] for h in history if "loss" in h]
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    runtime = result.metrics.get("train_runtime") or seconds
+    tokens = int(trainer.state.num_input_tokens_seen)
+    return RunSummary(
+        steps=int(trainer.state.global_step),
+        seconds=seconds,
+        tokens=tokens,
+        tokens_per_second=tokens / runtime if runtime else 0.0,
+        train_loss=losses[-1] if losses else None,
+        eval_loss=evals[-1] if evals else None,
+        final_dir=final_dir,
+        history=history,
+    )
+
+
+def check_writable(output_dir: Path) -> None:
+    """Fail before training when ``output_dir`` cannot be written.
+
+    Raises:
+        UserError: The folder cannot be created or written to.
+    """
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"training_args.output_dir: cannot write to {output_dir}: {exc.strerror or exc} "
+            "(set output_dir or $CHECKPOINTS_PATH to a writable folder)"
+        ) from None
+    if not os.access(output_dir, os.W_OK):  # pragma: no cover - caught above on most systems
+        raise UserError(f"training_args.output_dir: {output_dir} is not writable")
