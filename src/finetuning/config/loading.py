@@ -257,6 +257,8 @@ def _where(name: str, root: yaml.Node | None, parts: list) -> str:
     path = ""
     for part in parts:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    if root is None:  # not from a file: the config path alone
+        return path or name
     line = _line_of(root, parts)
     prefix = f"{name}:{line}" if line else name
     return f"{prefix}: {path}" if path else prefix

@@ -1,1 +1,1 @@
-"""tools"""
+"""Companion tools: the example scaffold, adapter merging, vLLM adapters, generation."""

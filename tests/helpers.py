@@ -1,0 +1,55 @@
+"""Helpers for tests: minimal configs and running the CLI in-process or as a subprocess."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def minimal_sft(model: str | Path = "/m", data: str | Path = "/d.jsonl", **sections) -> dict:
+    """A small valid SFT config dict; keyword arguments replace whole sections."""
+    config: dict[str, Any] = {
+        "data_conf": {
+            "training_data": {"type": "CONCATENATION", "datasets": [{"path": str(data)}]},
+            "validation_data": {"type": "NONE"},
+            "chat_template_name": "chat-ml",
+        },
+        "training_args": {"learning_rate": 1e-3},
+        "batchsize_conf": {"total_train_batch_size": 4, "max_per_device_train_batch_size": 4},
+        "peft_conf": {"peft_type": "NO_PEFT"},
+        "run_conf": {"model": str(model)},
+        "sft_args": {"max_seq_length": 128},
+    }
+    config.update(copy.deepcopy(sections))
+    return config
+
+
+def minimal_dpo(model: str | Path = "/m", data: str | Path = "/d.jsonl", **sections) -> dict:
+    """A small valid DPO config dict."""
+    config = minimal_sft(model, data, **sections)
+    config.pop("sft_args")
+    config["method"] = "dpo"
+    config.update(copy.deepcopy(sections))
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env=None):
+    """Run `python -m finetuning ARGS` in a subprocess; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "finetuning", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env=env,
+    )
