@@ -35,6 +35,7 @@ from finetuning.data.encode import (
     encode_rows,
 )
 from finetuning.data.rows import read_rows
+from finetuning.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +211,13 @@ def prepare_data(
     status = np.asarray(store.status)
     usable = (status == OK) | (status == TRUNCATED)
     train_idx = train_idx[usable[train_idx]]
+    if not len(train_idx):
+        raise UserError(
+            f"no training rows are left after length handling ({int((status == TOO_LONG).sum())} "
+            f"longer than {settings.max_length} tokens dropped, "
+            f"{int((status == NOTHING_TRAINED).sum())} with no trained token): raise "
+            "sft_args.max_seq_length or use length_handling: truncate"
+        )
     valid_idx = None
     if valid_conf.type == "AUTO_SPLIT":
         keep, held = sources.auto_split(len(train_idx), valid_conf.ratio, valid_conf.seed)

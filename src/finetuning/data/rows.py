@@ -42,13 +42,10 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
     problems: list[Problem] = []
     rows: list[dict[str, Any]] = []
     for line, record in records:
-        where = f"{path}:{line}"
         if isinstance(record, Problem):
             problems.append(record)
-            continue
-        message = _check_row(record, method)
-        if message:
-            problems.append(Problem(message, where))
+        elif message := _check_row(record, method):
+            problems.append(Problem(message, f"{path}:{line}"))
         else:
             rows.append(record)
         if len(problems) >= MAX_REPORTED:
