@@ -48,7 +48,7 @@ def test_second_run_hits_the_cache(tiny_llama, tmp_path, cache):
 @pytest.mark.parametrize(
     "change",
     [
-        {"sft_args__max_seq_length": 16},
+        {"sft_args__max_seq_length": 40},
         {"sft_args__train_on_completions_only": True},
         {"sft_args__length_handling": "truncate"},
         {"data_conf__chat_template_name": "poro"},
