@@ -127,5 +127,6 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
         save_for_inference(tokenizer, config.data_conf.chat_template_name, final_dir)
     summary = summarize(trainer, result, throughput, final_dir, time.perf_counter() - started)
     if state.is_main_process:
+        summary.write(output_dir / "run_summary.json")
         logger.info("%s", summary.format())
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -34,6 +35,11 @@ class RunSummary:
     eval_loss: float | None
     final_dir: Path
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, path: Path) -> None:
+        """Write the summary and the log history as JSON (for scripts and the run report)."""
+        data = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        path.write_text(json.dumps(data, indent=1))
 
     def format(self) -> str:
         lines = [

@@ -1,0 +1,49 @@
+"""The batch-size formula (BEHAVIOR.md §7 table) and the learning-rate scalings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from finetuning.config.loading import load_config_dict
+from finetuning.errors import UserError
+from finetuning.train.batch import resolve, resolve_batch, scaled_learning_rate
+from tests.helpers import minimal_sft
+
+TABLE = {
+    (8, 4, 1): (4, 2), (8, 4, 2): (4, 1), (8, 4, 4): (2, 1), (8, 4, 8): (1, 1), (8, 8, 1): (8, 1),
+    (8, 10, 8): (1, 1), (8, 10, 2): (4, 1), (8, 10, 1): (8, 1), (8, 3, 2): (2, 2),
+    (512, 4, 1): (4, 128),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "expected"), TABLE.items(), ids=str)
+def test_batch_table(case, expected):
+    assert resolve_batch(*case) == expected
+
+
+@pytest.mark.parametrize("case", [(8, 4, 10), (8, 10, 10), (1, 10, 2), (8, 0, 1)], ids=str)
+def test_batch_errors(case):
+    with pytest.raises(UserError):
+        resolve_batch(*case)
+
+
+@pytest.mark.parametrize(
+    ("scaling", "factor"), [("none", 1.0), ("sqrt", math.sqrt(64)), ("linear", 64.0)]
+)
+def test_learning_rate_scalings(scaling, factor):
+    assert scaled_learning_rate(1e-5, 2.0, scaling, 64) == pytest.approx(1e-5 * 2.0 * factor)
+
+
+def test_resolve_uses_the_default_learning_rate_and_eval_batch():
+    raw = minimal_sft(
+        batchsize_conf={"total_train_batch_size": 16, "max_per_device_train_batch_size": 4},
+        overrides={"lr_multiplier": 0.5, "lr_batch_size_scaling": "sqrt"},
+        training_args={},
+    )
+    resolved = resolve(load_config_dict(raw, "sft").config, world_size=2, default_lr=5e-5)
+    assert (resolved.per_device_train, resolved.accumulation, resolved.per_device_eval) == (4, 2, 4)
+    assert resolved.learning_rate == pytest.approx(5e-5 * 0.5 * 4)
+    raw["batchsize_conf"]["per_device_eval_batch_size"] = 7
+    assert resolve(load_config_dict(raw, "sft").config, 1, 5e-5).per_device_eval == 7
