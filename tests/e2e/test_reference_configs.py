@@ -84,3 +84,11 @@ def test_gpu_only_values_stop_training_before_loading_and_validate_warns(
 
     if not cpu_has_bf16():
         assert "training_args.bf16: this CPU has no bfloat16 support" in result.stderr
+
+
+def test_reference_dpo_config_trains(reference_env, tmp_path):
+    config, env = expand(REFERENCE_CONFIGS / "dpo-full-tinyllama.yaml", reference_env, tmp_path)
+    result = run_cli("dpo", config, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (tmp_path / "ckpt" / "checkpoint-final" / "model.safetensors").is_file()
+    assert "rewards: accuracy" in result.stderr

@@ -39,6 +39,7 @@ ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
     "dpo": {
         "max_length": 2048,
         "max_prompt_length": 1536,
+        "truncation_mode": "keep_end",  # TRL 0.13's default; TRL 1.x defaults to keep_start
         "bf16": False,  # TRL 1.x defaults to True, TRL 0.13 to False
         "activation_checkpointing": False,  # TRL 1.x defaults to True, TRL 0.13 to False
     },

@@ -9,8 +9,10 @@ marker tokens afterwards.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,7 @@ from finetuning.errors import UserError
 
 IGNORE = -100
 CHUNK = 2000
+STORE_ARRAYS = ("input_ids", "labels", "offsets", "status", "full_lengths")
 
 #: Row status codes in :class:`TokenStore`.
 OK, TOO_LONG, TRUNCATED, NOTHING_TRAINED = 0, 1, 2, 3
@@ -28,12 +31,23 @@ OK, TOO_LONG, TRUNCATED, NOTHING_TRAINED = 0, 1, 2, 3
 
 @dataclass(frozen=True)
 class EncodeSettings:
-    """Everything besides the rows and the tokenizer that shapes the encoded result."""
+    """Everything besides the rows and the tokenizer that shapes the encoded result.
+
+    Attributes:
+        template: The chat template.
+        max_length: Longest sequence (SFT: the example; DPO: prompt + completion).
+        length_handling: SFT: "filter" or "truncate".
+        completions_only: SFT: train on the assistant spans only.
+        max_prompt_length: DPO: longest prompt when prompt + completion is too long.
+        truncation_mode: DPO: "keep_end" keeps the end of a too-long prompt, "keep_start" its start.
+    """
 
     template: ChatTemplateName
     max_length: int
-    length_handling: str  # "filter" or "truncate"
-    completions_only: bool
+    length_handling: str = "filter"
+    completions_only: bool = False
+    max_prompt_length: int | None = None
+    truncation_mode: str = "keep_end"
 
 
 @dataclass
@@ -63,6 +77,14 @@ class TokenStore:
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    def save(self, folder: Path) -> None:
+        for name in STORE_ARRAYS:
+            np.save(folder / f"{name}.npy", getattr(self, name))
+
+    @classmethod
+    def load(cls, folder: Path) -> TokenStore:
+        return cls(*(np.load(folder / f"{name}.npy", mmap_mode="r") for name in STORE_ARRAYS))
 
     @staticmethod
     def concat(parts: list[TokenStore]) -> TokenStore:
@@ -158,9 +180,9 @@ def _init_worker(tokenizer: Any) -> None:
     _WORKER_TOKENIZER = tokenizer
 
 
-def _encode_in_worker(args: tuple[list[dict[str, Any]], EncodeSettings]) -> TokenStore:
-    rows, settings = args
-    return encode_chunk(rows, _WORKER_TOKENIZER, settings)
+def _encode_in_worker(args: tuple[Callable, list[dict[str, Any]], EncodeSettings]) -> Any:
+    encode, rows, settings = args
+    return encode(rows, _WORKER_TOKENIZER, settings)
 
 
 def encode_rows(
@@ -169,8 +191,9 @@ def encode_rows(
     settings: EncodeSettings,
     num_workers: int = 1,
     progress: bool = True,
-) -> TokenStore:
-    """Encode all rows, in chunks, on ``num_workers`` processes, with a progress bar."""
+    encode: Callable[[list[dict[str, Any]], Any, EncodeSettings], Any] = encode_chunk,
+) -> Any:
+    """Encode all rows with ``encode`` (SFT by default), in chunks, on ``num_workers`` processes."""
     from tqdm.auto import tqdm
 
     chunks = [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
@@ -180,10 +203,10 @@ def encode_rows(
         unit="rows",
         disable=not progress or len(rows) < 5 * CHUNK,
     )
-    parts: list[TokenStore] = []
+    parts: list[Any] = []
     if num_workers <= 1 or len(chunks) == 1:
         for chunk in chunks:
-            parts.append(encode_chunk(chunk, tokenizer, settings))
+            parts.append(encode(chunk, tokenizer, settings))
             bar.update(len(chunk))
     else:
         import multiprocessing
@@ -193,9 +216,11 @@ def encode_rows(
             num_workers, mp_context=context, initializer=_init_worker, initargs=(tokenizer,)
         ) as pool:
             for chunk, part in zip(
-                chunks, pool.map(_encode_in_worker, [(c, settings) for c in chunks]), strict=True
+                chunks,
+                pool.map(_encode_in_worker, [(encode, c, settings) for c in chunks]),
+                strict=True,
             ):
                 parts.append(part)
                 bar.update(len(chunk))
     bar.close()
-    return TokenStore.concat(parts)
+    return type(parts[0]).concat(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,22 +11,42 @@ import numpy as np
 from finetuning.config.experiment import ExperimentConfig
 from finetuning.config.loading import LoadedConfig
 from finetuning.data.encode import IGNORE, EncodeSettings
-from finetuning.data.prepare import PreparedData, prepare_data
+from finetuning.data.preference import PreferenceStore
+from finetuning.data.prepare import EncodedSplit, PreparedData, prepare_data
 from finetuning.data.templates import end_marker
 from finetuning.model.tokenizer import TokenizerSetup, load_tokenizer, setup_tokenizer
 
 
 def encode_settings(config: ExperimentConfig) -> EncodeSettings:
-    """The encode settings a config implies."""
+    """The encode settings a config implies (SFT: sft_args; DPO: the length fields)."""
+    template = config.data_conf.chat_template_name
     sft = config.sft_args
+    if sft is not None:
+        return EncodeSettings(
+            template, sft.max_seq_length, sft.length_handling, sft.train_on_completions_only
+        )
+    args = config.training_args
     return EncodeSettings(
-        template=config.data_conf.chat_template_name,
-        max_length=sft.max_seq_length
-        if sft
-        else int(config.training_args.get("max_length") or 2048),
-        length_handling=sft.length_handling if sft else "truncate",
-        completions_only=sft.train_on_completions_only if sft else True,
+        template,
+        max_length=int(args.get("max_length") or 2048),
+        max_prompt_length=args.get("max_prompt_length"),
+        truncation_mode=args.get("truncation_mode", "keep_end"),
     )
+
+
+def _labelled(split: EncodedSplit, limit: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, labels) of up to ``limit`` rows: SFT examples, or DPO prompt + chosen completions."""
+    store = split.store
+    for i in split.indices[:limit]:
+        if isinstance(store, PreferenceStore):
+            prompt, _ = store.prompt.row(int(i))
+            chosen, labels = store.chosen.row(int(i))
+            yield (
+                np.concatenate([prompt, chosen]),
+                np.concatenate([np.full(len(prompt), IGNORE), labels]),
+            )
+        else:
+            yield store.row(int(i))
 
 
 @dataclass
@@ -49,18 +70,22 @@ class PreflightReport:
         split = self.data.train
         if not 0 <= n < len(split):
             return f"there is no training example {n} (0..{len(split) - 1})"
-        ids, labels = split.store.row(int(split.indices[n]))
-        tok = self.setup.tokenizer
+        ids, labels = next(_labelled(EncodedSplit(split.store, split.indices[n : n + 1]), 1))
+        text = f"example {n} (trained tokens between ⟦ ⟧):\n" + self._marked(ids, labels)
+        if isinstance(split.store, PreferenceStore):
+            rejected = split.store.rejected.row(int(split.indices[n]))[0]
+            text += "\nrejected completion:\n" + self.setup.tokenizer.decode(rejected.tolist())
+        return text
+
+    def _marked(self, ids: np.ndarray, labels: np.ndarray) -> str:
         pieces, trained_run = [], False
         for token, label in zip(ids.tolist(), labels.tolist(), strict=True):
             trained = label != IGNORE
             if trained != trained_run:
                 pieces.append("⟦" if trained else "⟧")
                 trained_run = trained
-            pieces.append(tok.decode([token]))
-        if trained_run:
-            pieces.append("⟧")
-        return f"example {n} (trained tokens between ⟦ ⟧):\n" + "".join(pieces)
+            pieces.append(self.setup.tokenizer.decode([token]))
+        return "".join(pieces) + ("⟧" if trained_run else "")
 
 
 def _lengths_line(lengths: np.ndarray) -> str:
@@ -85,15 +110,20 @@ def build_report(
     lines.append(f"training rows after mixing: {data.mixed_rows}")
     counts = data.status_counts
     settings = encode_settings(config)
+    how = (
+        "length_handling"
+        if config.method == "sft"
+        else "max_length / max_prompt_length / truncation_mode"
+    )
     if counts["too_long_dropped"]:
         warnings.append(
             f"{counts['too_long_dropped']} rows longer than {settings.max_length} tokens were "
-            "dropped (length_handling: filter)"
+            f"dropped ({how})"
         )
     if counts["truncated"]:
         warnings.append(
             f"{counts['truncated']} rows longer than {settings.max_length} tokens were "
-            "truncated (length_handling: truncate)"
+            f"truncated ({how})"
         )
     if counts["nothing_trained"]:
         warnings.append(
@@ -102,19 +132,19 @@ def build_report(
         )
     valid = len(data.valid) if data.valid is not None else 0
     lines.append(f"training rows: {len(data.train)}; validation rows: {valid}")
-    store = data.train.store
     lengths = data.train.lengths()
     lines.append(_lengths_line(lengths))
-    total = int(lengths.sum())
-    trained = 0
-    for i in data.train.indices[: min(len(data.train), 20000)]:
-        trained += int((store.row(int(i))[1] != IGNORE).sum())
-    sample_total = int(data.train.lengths()[: min(len(data.train), 20000)].sum())
-    share = trained / sample_total if sample_total else 0.0
-    lines.append(f"tokens: {total} in training rows; {share:.1%} of them are trained on")
+    trained = total = 0
     marker = end_marker(config.data_conf.chat_template_name, tok)
-    marker_ids = tok(marker, add_special_tokens=False)["input_ids"]
-    marker_trained = _marker_trained(data, marker_ids)
+    marker_id = tok.convert_tokens_to_ids(marker)
+    marker_trained = False
+    for ids, labels in _labelled(data.train, 20000):
+        trained += int((labels != IGNORE).sum())
+        total += len(ids)
+        marker_trained = marker_trained or bool(((ids == marker_id) & (labels != IGNORE)).any())
+    what = "trained on" if config.method == "sft" else "chosen completion (prompt + chosen)"
+    share = trained / total if total else 0.0
+    lines.append(f"tokens: {int(lengths.sum())} in training rows; {share:.1%} of them are {what}")
     lines.append(f"end-of-turn marker {marker!r} trained: {'yes' if marker_trained else 'NO'}")
     if not marker_trained and len(data.train):
         warnings.append(
@@ -132,22 +162,9 @@ def build_report(
         )
     cache = "hit" if data.cache_hit else "miss"
     lines.append(f"prepared in {data.seconds:.1f}s (cache {cache}: {data.cache_path})")
-    if not len(data.train):
-        fatal.append("no training rows are left after length handling")
-    elif trained == 0:
+    if trained == 0:
         fatal.append("every label is masked: nothing would be trained")
     return report
-
-
-def _marker_trained(data: PreparedData, marker_ids: list[int]) -> bool:
-    if not marker_ids:
-        return False
-    last = marker_ids[-1]
-    for i in data.train.indices[:200]:
-        ids, labels = data.train.store.row(int(i))
-        if ((ids == last) & (labels != IGNORE)).any():
-            return True
-    return False
 
 
 def preflight(loaded: LoadedConfig, num_workers: int | None = None) -> PreflightReport:

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,10 @@ from finetuning.data.encode import (
     TRUNCATED,
     EncodeSettings,
     TokenStore,
+    encode_chunk,
     encode_rows,
 )
+from finetuning.data.preference import PreferenceStore, encode_preference_chunk
 from finetuning.data.rows import read_rows
 from finetuning.errors import UserError
 
@@ -63,7 +65,7 @@ class SourceInfo:
 class EncodedSplit:
     """A training or validation set: positions into a shared :class:`TokenStore`."""
 
-    store: TokenStore
+    store: TokenStore | PreferenceStore
     indices: np.ndarray
 
     def __len__(self) -> int:
@@ -116,35 +118,24 @@ def cache_key(paths: list[Path], tokenizer: Any, settings: EncodeSettings, metho
         "method": method,
         "files": [_file_digest(p) for p in paths],
         "tokenizer": tokenizer_fingerprint(tokenizer),
-        "settings": [
-            settings.template.value,
-            settings.max_length,
-            settings.length_handling,
-            settings.completions_only,
-        ],
+        "settings": {**asdict(settings), "template": settings.template.value},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _save_store(store: TokenStore, folder: Path) -> None:
+def _save_atomically(store: Any, folder: Path) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
-    for name in ("input_ids", "labels", "offsets", "status", "full_lengths"):
-        np.save(tmp / f"{name}.npy", getattr(store, name))
+    store.save(tmp)
     try:
         tmp.rename(folder)  # atomic: a cache folder is complete or absent
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
 
 
-def _load_store(folder: Path) -> TokenStore | None:
+def _load(store_cls: Any, folder: Path) -> Any:
     try:
-        return TokenStore(
-            *(
-                np.load(folder / f"{name}.npy", mmap_mode="r")
-                for name in ("input_ids", "labels", "offsets", "status", "full_lengths")
-            )
-        )
+        return store_cls.load(folder)
     except (OSError, ValueError):
         return None
 
@@ -190,14 +181,19 @@ def prepare_data(
 
     workers = num_workers or min(4, os.cpu_count() or 1)
     store, hit, folder = None, False, None
+    store_cls, encode = (
+        (TokenStore, encode_chunk)
+        if method == "sft"
+        else (PreferenceStore, encode_preference_chunk)
+    )
     if use_cache:
         folder = cache_root() / cache_key(paths, tokenizer, settings, method)
-        store = _load_store(folder) if folder.exists() else None
+        store = _load(store_cls, folder) if folder.exists() else None
         hit = store is not None
     if store is None:
-        store = encode_rows(all_rows, tokenizer, settings, num_workers=workers)
+        store = encode_rows(all_rows, tokenizer, settings, num_workers=workers, encode=encode)
         if folder is not None:
-            _save_store(store, folder)
+            _save_atomically(store, folder)
     logger.info("data: %d rows encoded%s", len(store), f" (cache hit: {folder})" if hit else "")
 
     n_train_sources = len(train_conf.datasets)

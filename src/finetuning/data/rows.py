@@ -47,6 +47,7 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
         elif message := _check_row(record, method):
             problems.append(Problem(message, f"{path}:{line}"))
         else:
+            record["_where"] = f"{path}:{line}"  # names the row in later errors
             rows.append(record)
         if len(problems) >= MAX_REPORTED:
             break

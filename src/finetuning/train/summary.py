@@ -35,6 +35,7 @@ class RunSummary:
     eval_loss: float | None
     final_dir: Path
     history: list[dict[str, Any]] = field(default_factory=list)
+    rewards: dict[str, float] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         """Write the summary and the log history as JSON (for scripts and the run report)."""
@@ -47,6 +48,14 @@ class RunSummary:
             f"  steps: {self.steps}; time: {self.seconds:.1f}s",
             f"  tokens: {self.tokens} ({self.tokens_per_second:.0f} tokens/s)",
             f"  final train loss: {_fmt(self.train_loss)}; eval loss: {_fmt(self.eval_loss)}",
+            *(
+                [
+                    f"  rewards: accuracy {_fmt(self.rewards.get('rewards/accuracies'))}, "
+                    f"margin {_fmt(self.rewards.get('rewards/margins'))}"
+                ]
+                if self.rewards
+                else []
+            ),
             f"  outputs: {self.final_dir}",
         ]
         return "\n".join(lines)
@@ -74,6 +83,13 @@ def summarize(
         eval_loss=evals[-1] if evals else None,
         final_dir=final_dir,
         history=history,
+        rewards={
+            key: value
+            for entry in history
+            if "loss" in entry
+            for key, value in entry.items()
+            if key.startswith("rewards/")
+        },
     )
 
 
