@@ -1,20 +1,33 @@
-"""MLflow tracking: which server (by precedence) and the environment the trainer's MLflow hook reads.
+"""MLflow tracking: which server (by precedence), the run, and what is logged to it.
 
 Precedence: the CLI's ``--mlflow-server-uri`` (with ``--experiment-name``, default "default") >
 the config's ``tracking`` section > ``MLFLOW_TRACKING_URI`` already in the environment > off.
+
+When on, "mlflow" joins ``report_to`` so transformers' MLflow callback opens the run (on the main
+process only) and logs the training arguments and every logged metric (loss, eval loss, learning
+rate, grad norm, tokens/s, DPO rewards). :class:`MlflowExtras` adds what is ours: the flattened
+config, the resolved batch sizes and learning rate, tags, the resolved config and the data
+preflight report as artifacts, and the run report at the end. The run id is kept in
+``output_dir/mlflow_run.json`` so a resumed run keeps logging into the same MLflow run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 from finetuning.config.experiment import ExperimentConfig
 
 logger = logging.getLogger(__name__)
+
+RUN_FILE = "mlflow_run.json"
 
 
 @dataclass(frozen=True)
@@ -40,22 +53,17 @@ def resolve_tracking(config: ExperimentConfig, cli_args: Any = None) -> Tracking
     cli_uri = getattr(cli_args, "mlflow_server_uri", None)
     cli_artifacts = getattr(cli_args, "hf_mlflow_log_artifacts", None)
     section = config.tracking
+    run_id = section.run_id if section else None
+    run_name = section.run_name if section else None
+    artifacts = section.hf_mlflow_log_artifacts if section else "False"
     if cli_uri:
         uri, experiment = cli_uri, getattr(cli_args, "experiment_name", None) or "default"
-        run_id = section.run_id if section else None
-        run_name = section.run_name if section else None
-        artifacts = section.hf_mlflow_log_artifacts if section else "False"
     elif section is not None:
         uri, experiment = section.mlflow_server_uri, section.experiment_name
-        run_id, run_name, artifacts = (
-            section.run_id,
-            section.run_name,
-            section.hf_mlflow_log_artifacts,
-        )
     elif os.environ.get("MLFLOW_TRACKING_URI"):
         uri = os.environ["MLFLOW_TRACKING_URI"]
         experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", "default")
-        run_id, run_name, artifacts = os.environ.get("MLFLOW_RUN_ID"), None, "False"
+        run_id = run_id or os.environ.get("MLFLOW_RUN_ID")
     else:
         return None
     if cli_artifacts is not None:
@@ -63,19 +71,99 @@ def resolve_tracking(config: ExperimentConfig, cli_args: Any = None) -> Tracking
     return Tracking(normalise_uri(uri), experiment, run_id, run_name, artifacts == "True")
 
 
-def setup_tracking(config: ExperimentConfig, cli_args: Any = None) -> Tracking | None:
-    """Resolve tracking and set the environment transformers' MLflow callback reads."""
+def default_run_name(config: ExperimentConfig) -> str:
+    """A readable run name: method, model folder name and start time."""
+    model = Path(config.run_conf.model.rstrip("/")).name or "model"
+    return f"{config.method}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def setup_tracking(
+    config: ExperimentConfig, cli_args: Any = None, output_dir: Path | None = None
+) -> Tracking | None:
+    """Resolve tracking and set the environment transformers' MLflow callback reads.
+
+    A run resumed in ``output_dir`` continues the MLflow run recorded there, unless the config
+    names another ``run_id``.
+    """
     tracking = resolve_tracking(config, cli_args)
     if tracking is None:
         return None
+    run_id = tracking.run_id
+    stored = output_dir / RUN_FILE if output_dir else None
+    if run_id is None and stored is not None and stored.is_file():
+        run_id = json.loads(stored.read_text())["run_id"]
+        logger.info("continuing MLflow run %s (from %s)", run_id, stored)
+    tracking = Tracking(
+        tracking.uri,
+        tracking.experiment_name,
+        run_id,
+        tracking.run_name or default_run_name(config),
+        tracking.log_artifacts,
+    )
     os.environ["MLFLOW_TRACKING_URI"] = tracking.uri
     os.environ["MLFLOW_EXPERIMENT_NAME"] = tracking.experiment_name
     os.environ["MLFLOW_FLATTEN_PARAMS"] = "TRUE"
     os.environ["HF_MLFLOW_LOG_ARTIFACTS"] = "TRUE" if tracking.log_artifacts else "FALSE"
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if tracking.uri.startswith("file:"):
         # mlflow 3 refuses the file store unless asked; the reference promises local paths work.
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    if tracking.run_id:
-        os.environ["MLFLOW_RUN_ID"] = tracking.run_id
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    if run_id:
+        os.environ["MLFLOW_RUN_ID"] = run_id
+    else:
+        os.environ.pop("MLFLOW_RUN_ID", None)
     logger.info("MLflow tracking to %s (experiment %r)", tracking.uri, tracking.experiment_name)
     return tracking
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten nested config data into ``a.b.c`` -> string value params."""
+    if isinstance(data, dict):
+        out: dict[str, str] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): json.dumps(data) if isinstance(data, list) else str(data)}
+
+
+class MlflowExtras(TrainerCallback):
+    """Logs our params, tags and artifacts into the run transformers' MLflow callback opened.
+
+    Runs after that callback (the trainer adds ours later), on the main process only.
+    """
+
+    def __init__(self, params: dict[str, str], artifacts: list[Path], output_dir: Path):
+        self.params = params
+        self.artifacts = artifacts
+        self.output_dir = output_dir
+        self.run_id: str | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import mlflow
+
+        if not state.is_world_process_zero or mlflow.active_run() is None:
+            return
+        run = mlflow.active_run()
+        self.run_id = run.info.run_id
+        (self.output_dir / RUN_FILE).write_text(json.dumps({"run_id": self.run_id}))
+        items = [(k, v[:6000]) for k, v in self.params.items()]
+        try:
+            for i in range(0, len(items), 100):
+                mlflow.log_params(dict(items[i : i + 100]))
+        except mlflow.exceptions.MlflowException as exc:  # e.g. a resumed run with changed values
+            logger.warning("MLflow kept the params it had: %s", str(exc).splitlines()[0])
+        for path in self.artifacts:
+            if path.is_file():
+                mlflow.log_artifact(str(path))
+
+
+def log_final_artifacts(run_id: str | None, files: list[Path]) -> None:
+    """Log files (the run report) into the finished run ``run_id``."""
+    if run_id is None:
+        return
+    import mlflow
+
+    with mlflow.start_run(run_id=run_id):
+        for path in files:
+            if path.is_file():
+                mlflow.log_artifact(str(path))

@@ -32,6 +32,8 @@ class ThroughputCallback(TrainerCallback):
         elapsed = now - self._last_time
         if elapsed > 0 and tokens > self._last_tokens:
             logs["tokens_per_second"] = round((tokens - self._last_tokens) / elapsed, 1)
+            if state.log_history:  # the trainer recorded a copy of these logs just before
+                state.log_history[-1]["tokens_per_second"] = logs["tokens_per_second"]
         self._last_time, self._last_tokens = now, tokens
         self.history.append({"step": state.global_step, **logs})
 

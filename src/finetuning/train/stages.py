@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,14 @@ from finetuning.model.tokenizer import (
     save_for_inference,
     setup_tokenizer,
 )
-from finetuning.tracking import Tracking, setup_tracking
+from finetuning.report import write_report
+from finetuning.tracking import (
+    MlflowExtras,
+    Tracking,
+    flatten,
+    log_final_artifacts,
+    setup_tracking,
+)
 from finetuning.train import arguments
 from finetuning.train.batch import Resolved, resolve
 from finetuning.train.callbacks import InferenceTokenizerCallback, ThroughputCallback
@@ -63,6 +70,7 @@ class RunContext:
     state: Any
     cli_args: Any
     started: float
+    preflight_lines: list[str] = field(default_factory=list)
 
     @property
     def is_main(self) -> bool:
@@ -88,10 +96,10 @@ def start(loaded: LoadedConfig, default_lr: float, cli_args: Any = None) -> RunC
         raise UserError(problems[0] + " (this machine cannot run the config as written)")
     output_dir, logging_dir = arguments.output_dirs(config)
     check_writable(output_dir)
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(logging_dir))
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(logging_dir)
     resume = resolve_resume(config.run_conf.resume_from_checkpoint, output_dir)
     arguments.set_determinism(config)
-    tracking = setup_tracking(config, cli_args)
+    tracking = setup_tracking(config, cli_args, output_dir)
     return RunContext(config, resolved, output_dir, resume, tracking, state, cli_args, started)
 
 
@@ -112,8 +120,11 @@ def prepare_tokenizer_and_data(ctx: RunContext) -> tuple[TokenizerSetup, Prepare
             num_workers=getattr(ctx.cli_args, "num_preprocess_workers", None),
         )
     report = build_report(config, setup, data)
+    ctx.preflight_lines = [*report.lines, *(f"WARNING: {w}" for w in report.warnings)]
     if ctx.is_main:
         logger.info("%s", report.format())
+        ctx.output_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.output_dir / "data_preflight.txt").write_text(report.format() + "\n")
     if report.fatal:
         raise UserError(report.fatal)
     return setup, data
@@ -153,7 +164,22 @@ def callbacks(ctx: RunContext, setup: TokenizerSetup) -> tuple[ThroughputCallbac
     """The throughput callback (kept for the summary) and all callbacks for the trainer."""
     throughput = ThroughputCallback()
     template = ctx.config.data_conf.chat_template_name
-    return throughput, [throughput, InferenceTokenizerCallback(setup.tokenizer, template)]
+    found = [throughput, InferenceTokenizerCallback(setup.tokenizer, template)]
+    if ctx.tracking is not None:
+        resolved = ctx.resolved
+        params = flatten(resolved_dict(ctx.config), "config.")
+        params.update(
+            {
+                "resolved.world_size": str(resolved.world_size),
+                "resolved.per_device_train_batch_size": str(resolved.per_device_train),
+                "resolved.gradient_accumulation_steps": str(resolved.accumulation),
+                "resolved.per_device_eval_batch_size": str(resolved.per_device_eval),
+                "resolved.learning_rate": str(resolved.learning_rate),
+            }
+        )
+        artifacts = [ctx.output_dir / "resolved_config.yaml", ctx.output_dir / "data_preflight.txt"]
+        found.append(MlflowExtras(params, artifacts, ctx.output_dir))
+    return throughput, found
 
 
 def train_and_save(
@@ -164,6 +190,9 @@ def train_and_save(
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
         with (ctx.output_dir / "resolved_config.yaml").open("w") as f:
             yaml.safe_dump(resolved_dict(ctx.config), f, sort_keys=False)
+    # Throughput first, so every logger (MLflow, TensorBoard) sees tokens/s in the same log.
+    handler = trainer.callback_handler
+    handler.callbacks.sort(key=lambda cb: not isinstance(cb, ThroughputCallback))
     result = trainer.train(resume_from_checkpoint=ctx.resume)
     final_dir = ctx.output_dir / ctx.config.run_conf.final_checkpoint_name
     trainer.save_model(str(final_dir))
@@ -172,5 +201,11 @@ def train_and_save(
     summary = summarize(trainer, result, throughput, final_dir, time.perf_counter() - ctx.started)
     if ctx.is_main:
         summary.write(ctx.output_dir / "run_summary.json")
-        logger.info("%s", summary.format())
+        files = write_report(
+            ctx.output_dir, summary, resolved_dict(ctx.config), ctx.preflight_lines
+        )
+        extras = [cb for cb in handler.callbacks if isinstance(cb, MlflowExtras)]
+        if extras:
+            log_final_artifacts(extras[0].run_id, [*files, ctx.output_dir / "run_summary.json"])
+        logger.info("%s\n  report: %s", summary.format(), files[1])
     return summary

@@ -1,0 +1,105 @@
+"""The run report: ``loss.png`` and a self-contained ``run_report.html`` next to the checkpoints.
+
+One file that tells whether a run went well: the loss and eval-loss curves, the learning rate,
+throughput, DPO rewards when there are any, the summary, the data preflight and the resolved config.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finetuning.train.summary import RunSummary
+
+
+def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(h["step"], h[key]) for h in history if key in h and "step" in h]
+    return [p[0] for p in points], [float(p[1]) for p in points]
+
+
+def plot(history: list[dict[str, Any]], path: Path) -> None:
+    """Write the curves (loss and eval loss; learning rate; tokens/s; DPO margins) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("loss", ["loss", "eval_loss"]), ("learning rate", ["learning_rate"])]
+    panels.append(("tokens/s", ["tokens_per_second"]))
+    if any("rewards/margins" in h for h in history):
+        panels.append(
+            ("DPO rewards", ["rewards/margins", "rewards/accuracies", "eval_rewards/margins"])
+        )
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], panels, strict=True):
+        for key in keys:
+            steps, values = _series(history, key)
+            if steps:
+                ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, label=key)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _verdict(summary: RunSummary) -> str:
+    _, losses = _series(summary.history, "loss")
+    if len(losses) < 2:
+        return "too few logged steps to judge the loss curve"
+    if any(v != v or v in (float("inf"), float("-inf")) for v in losses):
+        return "the loss became non-finite"
+    change = losses[-1] - losses[0]
+    trend = "fell" if change < 0 else "did not fall"
+    return f"training loss {trend}: {losses[0]:.4f} → {losses[-1]:.4f}"
+
+
+def write_report(
+    output_dir: Path,
+    summary: RunSummary,
+    config_data: dict[str, Any],
+    preflight_lines: list[str],
+) -> list[Path]:
+    """Write ``loss.png`` and ``run_report.html`` into ``output_dir``; returns their paths."""
+    png = output_dir / "loss.png"
+    plot(summary.history, png)
+    image = base64.b64encode(png.read_bytes()).decode()
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in [
+            ("steps", summary.steps),
+            ("time", f"{summary.seconds:.1f} s"),
+            ("tokens", summary.tokens),
+            ("tokens/s", f"{summary.tokens_per_second:.0f}"),
+            ("final train loss", summary.train_loss),
+            ("final eval loss", summary.eval_loss),
+            *((k, f"{v:.4f}") for k, v in summary.rewards.items()),
+            ("outputs", summary.final_dir),
+        ]
+    )
+    buffer = io.StringIO()
+    yaml.safe_dump(config_data, buffer, sort_keys=False)
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>finetuning run report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}
+table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
+pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
+<h1>finetuning run report ({html.escape(str(config_data.get("method", "")))})</h1>
+<p><b>{html.escape(_verdict(summary))}</b></p>
+<img alt="training curves" src="data:image/png;base64,{image}">
+<h2>Summary</h2><table>{rows}</table>
+<h2>Data</h2><pre>{html.escape(chr(10).join(preflight_lines))}</pre>
+<h2>Resolved config</h2><pre>{html.escape(buffer.getvalue())}</pre>
+</body></html>
+"""
+    report = output_dir / "run_report.html"
+    report.write_text(page, encoding="utf-8")
+    return [png, report]
