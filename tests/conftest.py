@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from finetuning.testing import synthetic_chats, synthetic_preferences, write_jsonl
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE_CONFIGS = SHARED / "reference-configs"
 
@@ -50,3 +52,22 @@ def tiny_tokenizer(tiny_llama):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_llama)
+
+
+@pytest.fixture(scope="session")
+def chat_data(tmp_path_factory) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("data") / "chat.jsonl", synthetic_chats(240, seed=0))
+
+
+@pytest.fixture(scope="session")
+def chat_data_small(tmp_path_factory) -> Path:
+    return write_jsonl(
+        tmp_path_factory.mktemp("data") / "chat-small.jsonl", synthetic_chats(60, seed=1)
+    )
+
+
+@pytest.fixture(scope="session")
+def preference_data(tmp_path_factory) -> Path:
+    return write_jsonl(
+        tmp_path_factory.mktemp("data") / "pref.jsonl", synthetic_preferences(96, seed=0)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env=None)
         timeout=timeout,
         env=env,
     )
+
+
+def losses(output_dir: Path) -> list[float]:
+    """Training losses the run logged, in order (from run_summary.json)."""
+    summary = json.loads((output_dir / "run_summary.json").read_text())
+    return [h["loss"] for h in summary["history"] if "loss" in h]
+
+
+def summary(output_dir: Path) -> dict:
+    """The run_summary.json a run wrote."""
+    return json.loads((output_dir / "run_summary.json").read_text())

@@ -11,13 +11,20 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from finetuning.errors import UserError
 
 logger = logging.getLogger("finetuning")
 
 EXIT_USER_ERROR = 2
+
+TOOLS = {
+    "merge-adapter": ("finetuning.tools.merge_adapter", "run"),
+    "create-vllm-compatible-adapter": ("finetuning.tools.vllm_adapter", "run"),
+    "generate": ("finetuning.tools.generate", "run"),
+    "chat": ("finetuning.tools.generate", "run_chat"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +108,41 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"print {what} of a config", description=f"Print {what}.")
         p.add_argument("method", choices=["sft", "dpo"])
 
+    from finetuning.tools import generate, merge_adapter, vllm_adapter
+
+    p = sub.add_parser(
+        "merge-adapter",
+        help="merge a PEFT adapter into its base model (also the `merge_adapter` command)",
+        description=merge_adapter.build_parser().description,
+    )
+    merge_adapter.add_arguments(p)
+    p = sub.add_parser(
+        "create-vllm-compatible-adapter",
+        help="keep only the LoRA tensors of an adapter (also `create_vllm_compatible_adapter`)",
+        description=vllm_adapter.build_parser().description,
+    )
+    for action in vllm_adapter.build_parser()._actions[1:]:
+        p._add_action(action)
+    p = sub.add_parser(
+        "generate",
+        help="generate answers with a trained model (JSONL in/out, or a generate config)",
+        description="Generate with a trained model: `finetuning generate --model M [--adapter A] "
+        "--input in.jsonl --output out.jsonl`, or `finetuning generate CONFIG OUTPUT.yaml` with "
+        "the established engine's generate config.",
+    )
+    generate.add_arguments(p)
+    p = sub.add_parser(
+        "chat",
+        help="chat with a trained model in the terminal (answers stream as they are generated)",
+        description="Chat with MODEL (+ --adapter): each line is a user turn; /reset, /exit.",
+    )
+    p.add_argument("model", help="model path (a merged model, or the base with --adapter)")
+    p.add_argument("--adapter", default=None, help="adapter path")
+    p.add_argument(
+        "--tokenizer", default=None, help="tokenizer path (default: adapter's or model's)"
+    )
+    p.add_argument("--max-new-tokens", type=int, default=256)
+
     p = sub.add_parser(
         "init",
         help="write a runnable example (tiny local model, data, config)",
@@ -125,6 +167,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run_tool(action: Callable[[], int]) -> int:
+    """Run a companion console script with the same logging and exit codes as `finetuning`."""
+    _setup_logging("INFO")
+    try:
+        return action()
+    except UserError as exc:
+        print(f"error: {exc.format()}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("schema", "docs"):
         import json
@@ -140,6 +192,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from finetuning.validate import validate
 
         return validate(args)
+    if args.command in TOOLS:
+        module_name, function = TOOLS[args.command]
+        import importlib
+
+        return getattr(importlib.import_module(module_name), function)(args)
     if args.command == "init":
         from finetuning.tools.init import init_example
 

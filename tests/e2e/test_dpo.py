@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from tests.e2e.conftest import summary
 from tests.e2e.test_sft import LORA
-from tests.helpers import minimal_dpo, minimal_sft, run_cli, write_config
+from tests.helpers import minimal_dpo, minimal_sft, run_cli, summary, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.e2e.conftest import losses, summary
-from tests.helpers import minimal_sft, run_cli, write_config
+from tests.helpers import losses, minimal_sft, run_cli, summary, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -65,6 +65,14 @@ class _ExperimentBase(StrictModel):
             )
         if self.training_args.get("load_best_model_at_end") and strategy == "no":
             raise ValueError("training_args.load_best_model_at_end needs an eval_strategy")
+        if (
+            self.quant_conf.quantization_type != "no-quantization"
+            and self.peft_conf.peft_type == "NO_PEFT"
+        ):
+            raise ValueError(
+                "quant_conf: a quantized model can only be trained through an adapter: set "
+                "peft_conf (e.g. peft_type: LORA) or quantization_type: no-quantization"
+            )
         return self
 
 

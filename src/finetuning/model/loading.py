@@ -55,6 +55,29 @@ def bnb_config(quant: Any) -> Any:
     return BitsAndBytesConfig(**{k: v for k, v in fields.items() if v is not None})
 
 
+def check_quantized_vocabulary(config: ExperimentConfig, tokenizer: Any) -> None:
+    """Before loading: a quantized model cannot grow its embeddings for template tokens.
+
+    Raises:
+        UserError: Quantization is on and the tokenizer has more tokens than the model has rows.
+    """
+    if config.quant_conf.quantization_type == "no-quantization":
+        return
+    from transformers import AutoConfig
+
+    model_config = AutoConfig.from_pretrained(
+        config.run_conf.model, trust_remote_code=config.run_conf.model_args.trust_remote_code
+    )
+    rows = getattr(model_config.get_text_config(), "vocab_size", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise UserError(
+            f"quant_conf: the chat template {config.data_conf.chat_template_name.value!r} adds tokens "
+            f"to the vocabulary ({len(tokenizer)} > {rows} embedding rows), and a quantized model "
+            "cannot be resized: use a template whose tokens the tokenizer has (e.g. keep-original), "
+            "or train without quantization"
+        )
+
+
 def load_model(config: ExperimentConfig, distributed: str | None = None) -> Any:
     """Load ``run_conf.model`` as a causal LM for training."""
     from transformers import AutoModelForCausalLM
@@ -74,6 +97,10 @@ def load_model(config: ExperimentConfig, distributed: str | None = None) -> Any:
             raise UserError(f"run_conf.model: model not found: {source!r}") from None
         raise UserError(f"run_conf.model: cannot load {source!r}: {text.splitlines()[0]}") from None
     model.config.use_cache = False
+    quantized = [type(m).__name__ for m in model.modules() if type(m).__name__.startswith("Linear")]
+    if config.quant_conf.quantization_type != "no-quantization":
+        kinds = sorted({k for k in quantized if k not in ("Linear",)})
+        logger.info("loaded %s quantized: %s", source, ", ".join(kinds) or "no quantized layers")
     return model
 
 

@@ -21,7 +21,12 @@ from finetuning.data.preflight import build_report, encode_settings
 from finetuning.data.prepare import PreparedData, prepare_data
 from finetuning.errors import UserError
 from finetuning.model.hardware import hardware_problems
-from finetuning.model.loading import apply_adapter, load_model, resize_for_tokenizer
+from finetuning.model.loading import (
+    apply_adapter,
+    check_quantized_vocabulary,
+    load_model,
+    resize_for_tokenizer,
+)
 from finetuning.model.tokenizer import (
     TokenizerSetup,
     load_tokenizer,
@@ -137,6 +142,7 @@ def prepare_model(ctx: RunContext, setup: TokenizerSetup) -> tuple[Any, bool]:
         The model to train and whether its vocabulary was resized.
     """
     config = ctx.config
+    check_quantized_vocabulary(config, setup.tokenizer)
     model = load_model(config, arguments.distributed_kind(config))
     resized = resize_for_tokenizer(model, setup.tokenizer)
     if resized and config.peft_conf.peft_type != "NO_PEFT" and ctx.is_main:

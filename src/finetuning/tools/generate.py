@@ -1,0 +1,287 @@
+"""Generation with a trained checkpoint: batched from files, interactively, or from a generate config.
+
+Prompts are rendered with the chat template stored in the saved tokenizer, and generation stops
+at the tokenizer's EOS, which our saved tokenizers set to the template's end-of-turn marker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from finetuning.errors import UserError
+from finetuning.tools.inference import load_for_inference
+
+logger = logging.getLogger(__name__)
+
+
+def generation_kwargs(tokenizer: Any, params: dict[str, Any] | None) -> dict[str, Any]:
+    """Defaults (greedy, 256 new tokens, stop at the end-of-turn EOS) updated with ``params``."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": 256,
+        "do_sample": False,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    kwargs.update(params or {})
+    return kwargs
+
+
+def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """The prompt text for ``messages`` (the tokenizer's chat template, with the generation prompt)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError("the tokenizer has no chat template: use a checkpoint saved by finetuning")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def generate_batch(
+    model: Any, tokenizer: Any, prompts: list[str], params: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Generate for a batch of prompt texts (left-padded); returns answer text and token ids."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    bos = tokenizer.bos_token
+    # Our templates may write BOS themselves: never add a second one.
+    add_special = not (bos and all(p.startswith(bos) for p in prompts))
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special)
+    batch = {k: v.to(model.device) for k, v in batch.items()}
+    with torch.no_grad():
+        output = model.generate(**batch, **generation_kwargs(tokenizer, params))
+    results = []
+    for row in output[:, batch["input_ids"].shape[1] :]:
+        ids = row.tolist()
+        stop = tokenizer.eos_token_id
+        stopped = stop in ids
+        if stopped:
+            ids = ids[: ids.index(stop) + 1]
+        ids = [i for i in ids if i != tokenizer.pad_token_id or i == stop]
+        results.append(
+            {
+                "answer": tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                "token_ids": ids,
+                "stopped_at_end_of_turn": stopped,
+            }
+        )
+    return results
+
+
+def _prompt_messages(row: dict[str, Any], where: str) -> list[dict[str, str]]:
+    if "prompt_messages" in row:
+        return row["prompt_messages"]
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise UserError(f"{where}: a row needs `prompt_messages` or `messages`")
+    # A conversation ending with the reference answer is prompted up to its last user turn.
+    while messages and messages[-1].get("role") == "assistant":
+        messages = messages[:-1]
+    return messages
+
+
+def generate_file(
+    model: Any,
+    tokenizer: Any,
+    rows: Iterable[tuple[str, dict]],
+    out: TextIO,
+    params=None,
+    batch_size=8,
+) -> int:
+    """Generate for JSONL rows and write one JSON answer record per row; returns the count."""
+    pending: list[tuple[str, dict, list]] = []
+    count = 0
+
+    def flush() -> None:
+        nonlocal count
+        texts = [render_prompt(tokenizer, messages) for _, _, messages in pending]
+        for (where, row, messages), result in zip(
+            pending, generate_batch(model, tokenizer, texts, params), strict=True
+        ):
+            record = {"id": row.get("id", where), "messages": messages, "answer": result["answer"]}
+            record["stopped_at_end_of_turn"] = result["stopped_at_end_of_turn"]
+            out.write(json.dumps(record) + "\n")
+            count += 1
+        pending.clear()
+
+    for where, row in rows:
+        pending.append((where, row, _prompt_messages(row, where)))
+        if len(pending) == batch_size:
+            flush()
+    if pending:
+        flush()
+    return count
+
+
+def _read_jsonl(path: Path) -> Iterable[tuple[str, dict]]:
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                yield f"{path}:{number}", json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+
+
+def chat(model: Any, tokenizer: Any, stdin: TextIO, stdout: TextIO, params=None) -> None:
+    """An interactive chat: each line is a user turn; the answer streams as it is generated.
+
+    ``/reset`` starts a new conversation, ``/exit`` (or end of input) quits.
+    """
+    import torch
+    from transformers import TextStreamer
+
+    class _Streamer(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            stdout.write(text + ("\n" if stream_end else ""))
+            stdout.flush()
+
+    history: list[dict[str, str]] = []
+    stdout.write("chat: type a message; /reset clears the conversation, /exit quits\n")
+    while True:
+        stdout.write("> ")
+        stdout.flush()
+        line = stdin.readline()
+        if not line or line.strip() == "/exit":
+            break
+        if line.strip() == "/reset":
+            history = []
+            continue
+        history.append({"role": "user", "content": line.rstrip("\n")})
+        prompt = render_prompt(tokenizer, history)
+        bos = tokenizer.bos_token
+        batch = tokenizer(
+            prompt, return_tensors="pt", add_special_tokens=not (bos and prompt.startswith(bos))
+        )
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        streamer = _Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        with torch.no_grad():
+            output = model.generate(
+                **batch, streamer=streamer, **generation_kwargs(tokenizer, params)
+            )
+        answer = tokenizer.decode(
+            output[0, batch["input_ids"].shape[1] :], skip_special_tokens=True
+        )
+        history.append({"role": "assistant", "content": answer.strip()})
+
+
+def generate_from_config(config_path: str | Path, outpath: str | Path) -> Path:
+    """The established engine's ``generate CONFIG OUTPUT.yaml``: YAML answer records."""
+    import yaml
+
+    from finetuning.config.generation import GenerationConfig
+    from finetuning.config.loading import read_yaml
+    from finetuning.model.loading import bnb_config
+
+    data, _ = read_yaml(Path(config_path))
+    try:
+        conf = GenerationConfig.model_validate(data)
+    except Exception as exc:  # pydantic's ValidationError, reported as a user error
+        raise UserError(f"{config_path} is not a valid generate config:\n{exc}") from None
+    mc = conf.model_conf
+    kwargs = {k: getattr(mc.model_args, k) for k in mc.model_args.model_fields_set}
+    if "torch_dtype" in kwargs:
+        kwargs["dtype"] = kwargs.pop("torch_dtype")
+    kwargs.pop("use_cache", None)
+    if conf.quant_conf.quantization_type == "bits-and-bytes":
+        kwargs["quantization_config"] = bnb_config(conf.quant_conf)
+    model, tok = load_for_inference(mc.model, mc.adapter, mc.tokenizer, kwargs)
+    params = dict(conf.hf_gen_params)
+    prompt = conf.prompt_conf
+    if prompt.type == "open-input":
+        items = [
+            (str(i), prompt.input, "_open_prompt_data_", "") for i in range(prompt.num_samples)
+        ]
+    else:
+        items = []
+        for i, (where, row) in enumerate(_read_jsonl(Path(prompt.data.path))):
+            messages = _prompt_messages(row, where)
+            reference = (row.get("chosen_messages") or row.get("messages") or [{}])[-1].get(
+                "content", ""
+            )
+            text = render_prompt(tok, messages)
+            items.append((row.get("id", str(i)), text, row.get("dataset", "unknown"), reference))
+    records = []
+    for id_, text, dataset, reference in items:
+        (result,) = generate_batch(model, tok, [text], params)
+        records.append(
+            {
+                "dataset": dataset,
+                "id": id_,
+                "prompt": text,
+                "answer": result["answer"],
+                "correct_answers": [reference],
+                "test_type": "open-ended",
+                "data_collection": dataset,
+                "truncated": False,
+                "all_text_raw": text + tok.decode(result["token_ids"]),
+                "gen_params": {
+                    **generation_kwargs(tok, params),
+                    "model_conf": mc.model_dump(mode="json", exclude_unset=True),
+                    "quant_conf": conf.quant_conf.model_dump(mode="json"),
+                },
+            }
+        )
+    out = Path(outpath)
+    out.write_text(yaml.safe_dump(records, sort_keys=False, allow_unicode=True))
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`finetuning generate`: a generate config, or a model with JSONL in and out."""
+    parser.add_argument(
+        "config", nargs="?", help="a generate config (model_conf, prompt_conf, ...)"
+    )
+    parser.add_argument("outpath", nargs="?", help="with a config: where to write the YAML records")
+    parser.add_argument("--model", help="model path (with --input/--output instead of a config)")
+    parser.add_argument("--adapter", default=None, help="adapter path")
+    parser.add_argument(
+        "--tokenizer", default=None, help="tokenizer path (default: adapter's or model's)"
+    )
+    parser.add_argument(
+        "--input", type=Path, help="JSONL of conversations (messages or prompt_messages)"
+    )
+    parser.add_argument("--output", type=Path, help="JSONL of answers to write")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.model:
+        if not (args.input and args.output):
+            raise UserError("generate --model needs --input IN.jsonl and --output OUT.jsonl")
+        model, tok = load_for_inference(args.model, args.adapter, args.tokenizer)
+        with args.output.open("w", encoding="utf-8") as out:
+            count = generate_file(
+                model,
+                tok,
+                _read_jsonl(args.input),
+                out,
+                {"max_new_tokens": args.max_new_tokens},
+                args.batch_size,
+            )
+        print(f"wrote {count} answers to {args.output}", file=sys.stderr)
+        return 0
+    if not (args.config and args.outpath):
+        raise UserError("generate needs CONFIG OUTPUT.yaml, or --model with --input and --output")
+    print(f"wrote {generate_from_config(args.config, args.outpath)}", file=sys.stderr)
+    return 0
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    model, tok = load_for_inference(args.model, args.adapter, args.tokenizer)
+    chat(model, tok, sys.stdin, sys.stdout, {"max_new_tokens": args.max_new_tokens})
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``generate CONFIG OUTPUT.yaml`` (the established engine's interface)."""
+    from finetuning.cli import run_tool
+
+    parser = argparse.ArgumentParser(prog="generate", description="Generate with a trained model.")
+    add_arguments(parser)
+    return run_tool(lambda: run(parser.parse_args(argv)))

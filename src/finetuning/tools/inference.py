@@ -1,0 +1,98 @@
+"""Loading a trained checkpoint for inference: base model (+ adapter) and its saved tokenizer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from finetuning.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+NEW_BASEMODEL = "checkpoint-new-basemodel"
+
+
+def vocab_rows(model_dir: str) -> int | None:
+    """Embedding rows of a local model folder (from its config.json), or None."""
+    config = Path(model_dir) / "config.json"
+    if not config.is_file():
+        return None
+    data = json.loads(config.read_text())
+    return data.get("vocab_size") or data.get("text_config", {}).get("vocab_size")
+
+
+def resolve_base(base: str, adapter: str | None, tokenizer_len: int) -> str:
+    """The base model the adapter needs.
+
+    When the adapter's run added tokens to the vocabulary, its base is the resized
+    ``checkpoint-new-basemodel`` saved beside it; that one is used automatically.
+
+    Raises:
+        UserError: The adapter needs a larger vocabulary than ``base`` has and no resized base
+            is found next to it.
+    """
+    if adapter is None:
+        return base
+    rows = vocab_rows(base)
+    if rows is None or tokenizer_len <= rows:
+        return base
+    sibling = Path(adapter).resolve().parent / NEW_BASEMODEL
+    if sibling.is_dir() and (vocab_rows(str(sibling)) or 0) >= tokenizer_len:
+        logger.info("the adapter's run added tokens: using the resized base %s", sibling)
+        return str(sibling)
+    raise UserError(
+        f"the adapter {adapter} was trained with {tokenizer_len} tokens but the base {base} has "
+        f"{rows} embedding rows: use the resized base that training saved as "
+        f"{NEW_BASEMODEL}/ next to the adapter's checkpoints"
+    )
+
+
+def load_tokenizer_for_inference(source: str) -> Any:
+    """Load a saved tokenizer (ours are saved inference-ready)."""
+    from transformers import AutoTokenizer
+
+    if (source.startswith(("/", ".")) or source.count("/") > 1) and not Path(source).exists():
+        raise UserError(f"model folder not found: {source}")
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load a tokenizer from {source!r}: {exc}") from None
+
+
+def load_for_inference(
+    model: str,
+    adapter: str | None = None,
+    tokenizer: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    """Load model (+ adapter) and tokenizer for generation or merging.
+
+    Args:
+        model: Base model path or Hub id.
+        adapter: Adapter path, or None.
+        tokenizer: Tokenizer path; default: the adapter's, else the model's.
+        model_kwargs: Extra ``from_pretrained`` arguments (dtype, device_map, quantization).
+
+    Returns:
+        (model in eval mode, tokenizer).
+    """
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer_for_inference(tokenizer or adapter or model)
+    base = resolve_base(model, adapter, len(tok))
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(base, **(model_kwargs or {}))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load the model {base!r}: {str(exc).splitlines()[0]}") from None
+    if adapter is not None:
+        from peft import PeftModel
+
+        try:
+            loaded = PeftModel.from_pretrained(loaded, adapter)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot load the adapter {adapter!r}: {exc}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return loaded.eval(), tok
