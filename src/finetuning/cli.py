@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from finetuning.errors import UserError
+from finetuning.errors import RunStopped, UserError
 
 logger = logging.getLogger("finetuning")
 
@@ -162,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc.format()}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except RunStopped as exc:  # preempted (checkpoint saved) or diverged
+        print(f"stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -60,3 +60,9 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """A "did you mean `x`?" hint for a misspelt name, or an empty string."""
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f"did you mean `{close[0]}`?" if close else ""
+
+
+class RunStopped(Exception):
+    """A training run that stopped on purpose (preempted, diverged); carries its exit code."""
+
+    exit_code = 1

@@ -9,11 +9,31 @@ from finetuning.train.checkpoints import latest_checkpoint, resolve_resume
 
 
 def _checkpoint(root, name, complete=True):
+    import torch
+    from safetensors.torch import save_file
+
     folder = root / name
     folder.mkdir(parents=True)
+    save_file({"w": torch.ones(64)}, folder / "model.safetensors")
     if complete:
         (folder / "trainer_state.json").write_text("{}")
     return folder
+
+
+def test_truncated_or_corrupt_checkpoints_are_skipped_with_the_reason(tmp_path, caplog):
+    good = _checkpoint(tmp_path, "checkpoint-1")
+    truncated = _checkpoint(tmp_path, "checkpoint-2")
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) - 40])
+    bad_state = _checkpoint(tmp_path, "checkpoint-3")
+    (bad_state / "trainer_state.json").write_text('{"global_step": 3, "log_hi')
+    _checkpoint(tmp_path, "checkpoint-4", complete=False)
+    with caplog.at_level("WARNING"):
+        assert latest_checkpoint(tmp_path) == good
+    text = caplog.text
+    assert "checkpoint-4: no trainer_state.json" in text
+    assert "checkpoint-3: trainer_state.json is truncated or corrupt" in text
+    assert "checkpoint-2: model.safetensors: truncated" in text
 
 
 def test_auto_takes_the_highest_numbered_complete_checkpoint(tmp_path):

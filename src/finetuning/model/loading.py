@@ -34,6 +34,8 @@ def model_kwargs(config: ExperimentConfig, distributed: str | None) -> dict[str,
         logger.warning("run_conf.model_args.device_map is ignored under %s", distributed)
         kwargs.pop("device_map")
     kwargs.setdefault("trust_remote_code", False)
+    # Pickle weights can run code when loaded: only with an explicit use_safetensors: false.
+    kwargs.setdefault("use_safetensors", True)
     quant = config.quant_conf
     if quant.quantization_type == "bits-and-bytes":
         kwargs["quantization_config"] = bnb_config(quant)
@@ -88,6 +90,12 @@ def load_model(config: ExperimentConfig, distributed: str | None = None) -> Any:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         text = str(exc)
+        if "safetensors" in text and kwargs.get("use_safetensors"):
+            raise UserError(
+                f"run_conf.model: {source!r} has no safetensors weights. Pickle weights (*.bin) "
+                "can run code when loaded: if you trust them, set "
+                "run_conf.model_args.use_safetensors: false"
+            ) from None
         if "trust_remote_code" in text:
             raise UserError(
                 f"run_conf.model: {source!r} needs custom code: set "

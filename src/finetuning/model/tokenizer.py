@@ -46,6 +46,11 @@ def load_tokenizer(config: ExperimentConfig) -> Any:
         )
     except (OSError, ValueError) as exc:
         key = "run_conf.tokenizer" if run.tokenizer else "run_conf.model"
+        if "trust_remote_code" in str(exc):
+            raise UserError(
+                f"{key}: {source!r} needs its own code to load: set "
+                "run_conf.model_args.trust_remote_code: true if you trust it"
+            ) from None
         raise UserError(f"{key}: cannot load a tokenizer from {source!r}: {exc}") from None
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import struct
 from pathlib import Path
 
 from finetuning.errors import UserError
@@ -13,9 +15,47 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
-def is_complete(folder: Path) -> bool:
-    """Whether a checkpoint folder holds a resumable trainer state."""
-    return (folder / "trainer_state.json").is_file()
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a complete, readable checkpoint (None when it is).
+
+    The trainer writes ``trainer_state.json`` last, so a folder without it was interrupted
+    mid-save; the state must parse, and every safetensors file must be as long as its header
+    says (a truncated file is not).
+    """
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (interrupted while saving)"
+    try:
+        json.loads(state.read_text())
+    except (OSError, ValueError):
+        return "trainer_state.json is truncated or corrupt"
+    weights = list(folder.glob("*.safetensors"))
+    if not weights:
+        return "no weights (*.safetensors)"
+    for path in weights:
+        problem = _safetensors_problem(path)
+        if problem:
+            return f"{path.name}: {problem}"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return "truncated"
+        header_len = struct.unpack("<Q", head)[0]
+        if header_len > size - 8:
+            return "truncated header"
+        try:
+            header = json.loads(f.read(header_len))
+        except ValueError:
+            return "corrupt header"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end > size:
+        return f"truncated ({size} bytes, needs {8 + header_len + end})"
+    return None
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -32,9 +72,10 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
         if p.is_dir() and (m := CHECKPOINT_RE.match(p.name))
     )
     for _, folder in reversed(found):
-        if is_complete(folder):
+        problem = checkpoint_problem(folder)
+        if problem is None:
             return folder
-        logger.warning("skipping incomplete checkpoint %s (no trainer_state.json)", folder)
+        logger.warning("skipping incomplete checkpoint %s: %s", folder, problem)
     return None
 
 
@@ -61,9 +102,9 @@ def resolve_resume(setting: bool | str, output_dir: str | Path) -> str | None:
             logger.info("resuming from %s", latest)
         return str(latest) if latest else None
     path = Path(setting)
-    if not is_complete(path):
+    problem = checkpoint_problem(path) if path.is_dir() else "no such folder"
+    if problem:
         raise UserError(
-            f"run_conf.resume_from_checkpoint: {setting!r} is not a complete checkpoint folder "
-            "(no trainer_state.json)"
+            f"run_conf.resume_from_checkpoint: {setting!r} is not a complete checkpoint: {problem}"
         )
     return str(path)

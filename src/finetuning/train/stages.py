@@ -45,7 +45,13 @@ from finetuning.train import arguments
 from finetuning.train.batch import Resolved, resolve
 from finetuning.train.callbacks import InferenceTokenizerCallback, ThroughputCallback
 from finetuning.train.checkpoints import resolve_resume
-from finetuning.train.summary import RunSummary, check_writable, summarize
+from finetuning.train.guards import FiniteCheckCallback, Preempted, PreemptionCallback
+from finetuning.train.summary import (
+    RunSummary,
+    check_writable,
+    estimated_checkpoint_bytes,
+    summarize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +106,8 @@ def start(loaded: LoadedConfig, default_lr: float, cli_args: Any = None) -> RunC
     if problems:
         raise UserError(problems[0] + " (this machine cannot run the config as written)")
     output_dir, logging_dir = arguments.output_dirs(config)
-    check_writable(output_dir)
+    full = config.peft_conf.peft_type == "NO_PEFT"
+    check_writable(output_dir, estimated_checkpoint_bytes(config.run_conf.model, full))
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(logging_dir)
     resume = resolve_resume(config.run_conf.resume_from_checkpoint, output_dir)
     arguments.set_determinism(config)
@@ -170,7 +177,12 @@ def callbacks(ctx: RunContext, setup: TokenizerSetup) -> tuple[ThroughputCallbac
     """The throughput callback (kept for the summary) and all callbacks for the trainer."""
     throughput = ThroughputCallback()
     template = ctx.config.data_conf.chat_template_name
-    found = [throughput, InferenceTokenizerCallback(setup.tokenizer, template)]
+    found = [
+        throughput,
+        InferenceTokenizerCallback(setup.tokenizer, template),
+        PreemptionCallback(),
+        FiniteCheckCallback(),
+    ]
     if ctx.tracking is not None:
         resolved = ctx.resolved
         params = flatten(resolved_dict(ctx.config), "config.")
@@ -200,6 +212,13 @@ def train_and_save(
     handler = trainer.callback_handler
     handler.callbacks.sort(key=lambda cb: not isinstance(cb, ThroughputCallback))
     result = trainer.train(resume_from_checkpoint=ctx.resume)
+    (preemption,) = [cb for cb in handler.callbacks if isinstance(cb, PreemptionCallback)]
+    if preemption.stopped_at is not None:
+        checkpoint = ctx.output_dir / f"checkpoint-{preemption.stopped_at}"
+        raise Preempted(
+            f"stopped by {preemption.signal_name} after step {preemption.stopped_at} and saved "
+            f"{checkpoint}; run the same command again with resume_from_checkpoint: auto to continue"
+        )
     final_dir = ctx.output_dir / ctx.config.run_conf.final_checkpoint_name
     trainer.save_model(str(final_dir))
     if trainer.is_world_process_zero():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,11 +94,23 @@ def summarize(
     )
 
 
-def check_writable(output_dir: Path) -> None:
-    """Fail before training when ``output_dir`` cannot be written.
+def estimated_checkpoint_bytes(model: str, full_parameter: bool) -> int:
+    """A lower bound of one checkpoint's size: the weights, plus two Adam moments when full."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return 0
+    weights = sum(p.stat().st_size for p in folder.glob("*.safetensors")) or sum(
+        p.stat().st_size for p in folder.glob("*.bin")
+    )
+    return weights * 3 if full_parameter else weights // 10
+
+
+def check_writable(output_dir: Path, needed_bytes: int = 0) -> None:
+    """Fail before training when ``output_dir`` cannot be written or has no room for a checkpoint.
 
     Raises:
-        UserError: The folder cannot be created or written to.
+        UserError: The folder cannot be created or written to, or its disk has less free space
+            than one checkpoint needs.
     """
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -110,3 +123,9 @@ def check_writable(output_dir: Path) -> None:
         ) from None
     if not os.access(output_dir, os.W_OK):  # pragma: no cover - caught above on most systems
         raise UserError(f"training_args.output_dir: {output_dir} is not writable")
+    free = shutil.disk_usage(output_dir).free
+    if needed_bytes and free < needed_bytes:
+        raise UserError(
+            f"training_args.output_dir: {output_dir} has {free / 2**30:.1f} GiB free, but one "
+            f"checkpoint needs about {needed_bytes / 2**30:.1f} GiB: free space or choose another folder"
+        )
