@@ -47,6 +47,17 @@ def hardware_problems(config: ExperimentConfig) -> list[str]:
                 "training_args.bf16: this CPU has no bfloat16 support (AVX512-BF16/AMX); bf16 "
                 "would run ~5x slower than fp32 here: set bf16: false"
             )
+    if config.training_args.get("use_liger_kernel"):
+        if not has_cuda:
+            problems.append(
+                "training_args.use_liger_kernel: Liger's Triton kernels need a GPU: remove it on "
+                "CPU (the engine's chunked fp32 loss is used instead)"
+            )
+        elif importlib.util.find_spec("liger_kernel") is None:
+            problems.append(
+                "training_args.use_liger_kernel: needs the liger-kernel package "
+                "(pip install liger-kernel)"
+            )
     if config.training_args.get("fp16") and not has_cuda:
         problems.append("training_args.fp16: fp16 mixed precision needs a GPU: set fp16: false")
     return problems

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from finetuning.config.loading import LoadedConfig
 from finetuning.data.collate import PaddedCollator, PaddingFreeCollator, SFTDataset
+from finetuning.model.packing import keeps_examples_apart
 from finetuning.train import arguments, stages
+from finetuning.train.loss import chunked_causal_lm_loss
 from finetuning.train.summary import RunSummary
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_LEARNING_RATE = 5e-5
 
@@ -32,10 +37,19 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
     setup, data = stages.prepare_tokenizer_and_data(ctx)
     model, _ = stages.prepare_model(ctx, setup)
 
-    # Trainer: padding-free micro-batches by default, padded ones when switched off.
+    # Trainer: padding-free micro-batches by default (when the model keeps packed examples
+    # apart), padded ones otherwise; the loss in fp32 chunks unless Liger's fused kernel does it.
     kwargs = stages.trainer_kwargs(ctx)
     tokenizer = setup.tokenizer
-    if config.sft_args.padding_free:
+    padding_free = config.sft_args.padding_free
+    if padding_free and not keeps_examples_apart(model):
+        logger.warning(
+            "this model/attention implementation does not keep packed examples apart: falling "
+            "back to padded batches grouped by length"
+        )
+        padding_free = False
+        kwargs.setdefault("train_sampling_strategy", "group_by_length")
+    if padding_free:
         collator: Any = PaddingFreeCollator()
         kwargs["include_num_input_tokens_seen"] = "all"  # a packed row has no padding
     else:
@@ -49,6 +63,7 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
         eval_dataset=SFTDataset(data.valid) if data.valid is not None else None,
         data_collator=collator,
         callbacks=callbacks,
+        compute_loss_func=None if kwargs.get("use_liger_kernel") else chunked_causal_lm_loss,
     )
 
     # Train, then save the final model (the adapter for PEFT) with an inference-ready tokenizer.
