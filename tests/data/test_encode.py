@@ -95,9 +95,11 @@ def test_truncation_that_removes_every_trained_token_is_reported(tokenizer):
     assert store.status.tolist() == [NOTHING_TRAINED]
 
 
-def test_parallel_encoding_equals_serial(tokenizer):
+def test_parallel_encoding_equals_serial(tokenizer, monkeypatch):
+    from finetuning.data import encode
     from finetuning.testing import synthetic_chats
 
+    monkeypatch.setattr(encode, "PARALLEL_MIN_ROWS", 0)  # use the worker pool for a small input
     rows = synthetic_chats(4500, seed=3)
     settings = _settings(T.CHAT_ML)
     serial = encode_rows(rows, tokenizer, settings, num_workers=1, progress=False)

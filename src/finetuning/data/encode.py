@@ -23,6 +23,7 @@ from finetuning.errors import UserError
 
 IGNORE = -100
 CHUNK = 2000
+PARALLEL_MIN_ROWS = 20_000
 STORE_ARRAYS = ("input_ids", "labels", "offsets", "status", "full_lengths")
 
 #: Row status codes in :class:`TokenStore`.
@@ -204,7 +205,9 @@ def encode_rows(
         disable=not progress or len(rows) < 5 * CHUNK,
     )
     parts: list[Any] = []
-    if num_workers <= 1 or len(chunks) == 1:
+    # Starting worker processes costs seconds (each imports the tokenizer stack): only worth it
+    # for large inputs.
+    if num_workers <= 1 or len(rows) < PARALLEL_MIN_ROWS:
         for chunk in chunks:
             parts.append(encode(chunk, tokenizer, settings))
             bar.update(len(chunk))

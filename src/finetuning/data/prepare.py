@@ -194,7 +194,11 @@ def prepare_data(
         store = encode_rows(all_rows, tokenizer, settings, num_workers=workers, encode=encode)
         if folder is not None:
             _save_atomically(store, folder)
-    logger.info("data: %d rows encoded%s", len(store), f" (cache hit: {folder})" if hit else "")
+    logger.info(
+        "data: %d rows %s",
+        len(store),
+        f"loaded from the cache {folder}" if hit else f"encoded (cache: {folder})",
+    )
 
     n_train_sources = len(train_conf.datasets)
     train_lengths = lengths[:n_train_sources]

@@ -28,7 +28,7 @@ def model_kwargs(config: ExperimentConfig, distributed: str | None) -> dict[str,
             raise UserError("run_conf.model_args: set either torch_dtype or dtype, not both")
         kwargs["dtype"] = kwargs.pop("torch_dtype")
     kwargs.pop("use_cache", None)  # training always runs without a KV cache (set below)
-    if "device_map" not in kwargs and distributed == "ddp":
+    if "device_map" not in kwargs and distributed == "ddp" and _has_cuda():
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     if kwargs.get("device_map") is not None and distributed in ("deepspeed", "fsdp"):
         logger.warning("run_conf.model_args.device_map is ignored under %s", distributed)
@@ -40,6 +40,12 @@ def model_kwargs(config: ExperimentConfig, distributed: str | None) -> dict[str,
     if quant.quantization_type == "bits-and-bytes":
         kwargs["quantization_config"] = bnb_config(quant)
     return kwargs
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def bnb_config(quant: Any) -> Any:

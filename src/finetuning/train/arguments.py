@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -81,6 +82,9 @@ def trainer_kwargs(
         report_to=report_to(config, tracking_enabled),
         remove_unused_columns=False,
     )
+    if not _has_accelerator():
+        # Without use_cpu, transformers treats a multi-process CPU run as N separate runs.
+        kwargs.setdefault("use_cpu", True)
     kwargs.setdefault("include_num_input_tokens_seen", "non_padding")
     kwargs.setdefault("seed", 42)
     if kwargs.get("include_num_input_tokens_seen") in (False, "no"):
@@ -88,6 +92,13 @@ def trainer_kwargs(
     if resolved.world_size > 1 and "ddp_find_unused_parameters" not in kwargs:
         kwargs["ddp_find_unused_parameters"] = False
     ds = kwargs.get("deepspeed")
+    if isinstance(ds, str):
+        try:
+            ds = json.loads(Path(ds).read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(
+                f"training_args.deepspeed: cannot read the DeepSpeed JSON {ds!r}: {exc}"
+            ) from None
     if isinstance(ds, dict):
         kwargs["deepspeed"] = {
             **ds,
@@ -96,6 +107,12 @@ def trainer_kwargs(
             "train_batch_size": config.batchsize_conf.total_train_batch_size,
         }
     return kwargs
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
 def build_training_arguments(cls: type, kwargs: dict[str, Any]) -> Any:

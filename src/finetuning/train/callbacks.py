@@ -13,12 +13,19 @@ from finetuning.model.tokenizer import save_for_inference
 
 
 class ThroughputCallback(TrainerCallback):
-    """Adds ``tokens_per_second`` (non-padding input tokens) to every training log."""
+    """Adds ``tokens_per_second`` to every training log and times the first optimizer step."""
 
     def __init__(self) -> None:
         self._last_time: float | None = None
         self._last_tokens = 0
         self.history: list[dict[str, float]] = []
+        self.first_step_seconds: float | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.first_step_seconds is None:
+            import psutil
+
+            self.first_step_seconds = time.time() - psutil.Process().create_time()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last_time = time.perf_counter()

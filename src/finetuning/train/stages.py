@@ -95,11 +95,15 @@ def start(loaded: LoadedConfig, default_lr: float, cli_args: Any = None) -> RunC
         UserError: The config asks for hardware this machine lacks, the output directory is not
             writable, or the resume setting cannot be satisfied.
     """
+    import torch
     from accelerate import PartialState
 
     started = time.perf_counter()
     config = loaded.config
-    state = PartialState()
+    # On a machine without GPUs several processes talk over gloo; the trainer reuses this state.
+    state = PartialState(
+        cpu=bool(config.training_args.get("use_cpu")) or not torch.cuda.is_available()
+    )
     resolved = resolve(config, arguments.world_size(), default_lr)
     arguments.log_resolved(config, resolved, loaded.notes if state.is_main_process else [])
     problems = hardware_problems(config)
@@ -137,6 +141,7 @@ def prepare_tokenizer_and_data(ctx: RunContext) -> tuple[TokenizerSetup, Prepare
         logger.info("%s", report.format())
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
         (ctx.output_dir / "data_preflight.txt").write_text(report.format() + "\n")
+        logger.info("wrote %s", ctx.output_dir / "data_preflight.txt")
     if report.fatal:
         raise UserError(report.fatal)
     return setup, data
@@ -208,6 +213,7 @@ def train_and_save(
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
         with (ctx.output_dir / "resolved_config.yaml").open("w") as f:
             yaml.safe_dump(resolved_dict(ctx.config), f, sort_keys=False)
+        logger.info("wrote %s", ctx.output_dir / "resolved_config.yaml")
     # Throughput first, so every logger (MLflow, TensorBoard) sees tokens/s in the same log.
     handler = trainer.callback_handler
     handler.callbacks.sort(key=lambda cb: not isinstance(cb, ThroughputCallback))

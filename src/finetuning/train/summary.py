@@ -26,6 +26,8 @@ class RunSummary:
         eval_loss: The last evaluation loss, if any.
         final_dir: Where the final model (or adapter) and tokenizer are.
         history: The trainer's log history.
+        rewards: DPO reward metrics of the last training log (accuracy, margin, ...).
+        first_step_seconds: From process start to the end of the first optimizer step.
     """
 
     steps: int
@@ -37,6 +39,7 @@ class RunSummary:
     final_dir: Path
     history: list[dict[str, Any]] = field(default_factory=list)
     rewards: dict[str, float] = field(default_factory=dict)
+    first_step_seconds: float | None = None
 
     def write(self, path: Path) -> None:
         """Write the summary and the log history as JSON (for scripts and the run report)."""
@@ -46,7 +49,8 @@ class RunSummary:
     def format(self) -> str:
         lines = [
             "run summary:",
-            f"  steps: {self.steps}; time: {self.seconds:.1f}s",
+            f"  steps: {self.steps}; time: {self.seconds:.1f}s; first optimizer step "
+            f"{_fmt(self.first_step_seconds, '.1f')}s after the command started",
             f"  tokens: {self.tokens} ({self.tokens_per_second:.0f} tokens/s)",
             f"  final train loss: {_fmt(self.train_loss)}; eval loss: {_fmt(self.eval_loss)}",
             *(
@@ -62,8 +66,8 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+def _fmt(value: float | None, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def summarize(
@@ -84,6 +88,7 @@ def summarize(
         eval_loss=evals[-1] if evals else None,
         final_dir=final_dir,
         history=history,
+        first_step_seconds=throughput.first_step_seconds,
         rewards={
             key: value
             for entry in history
