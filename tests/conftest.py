@@ -71,3 +71,16 @@ def preference_data(tmp_path_factory) -> Path:
     return write_jsonl(
         tmp_path_factory.mktemp("data") / "pref.jsonl", synthetic_preferences(96, seed=0)
     )
+
+
+@pytest.fixture(scope="session")
+def template_tokenizer(tiny_tokenizer):
+    """The tiny tokenizer with every named template's special tokens added."""
+    import copy
+
+    from finetuning.data.templates import SPECS
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    added = sorted({t for spec in SPECS.values() for t in spec.added_tokens})
+    tok.add_special_tokens({"additional_special_tokens": added})
+    return tok

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 
@@ -23,11 +21,8 @@ from tests.data.test_templates import MULTI, SPANS
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_tokenizer):
-    tok = copy.deepcopy(tiny_tokenizer)
-    added = sorted({t for spec in SPECS.values() for t in spec.added_tokens})
-    tok.add_special_tokens({"additional_special_tokens": added})
-    return tok
+def tokenizer(template_tokenizer):
+    return template_tokenizer
 
 
 def _settings(template, completions_only=True, max_length=1000, handling="filter"):

@@ -21,11 +21,8 @@ ROW = {
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_tokenizer):
-    tok = copy.deepcopy(tiny_tokenizer)
-    added = sorted({t for spec in SPECS.values() for t in spec.added_tokens})
-    tok.add_special_tokens({"additional_special_tokens": added})
-    return tok
+def tokenizer(template_tokenizer):
+    return template_tokenizer
 
 
 @pytest.mark.parametrize("template", list(T))
