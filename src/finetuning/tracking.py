@@ -132,8 +132,11 @@ class MlflowExtras(TrainerCallback):
     Runs after that callback (the trainer adds ours later), on the main process only.
     """
 
-    def __init__(self, params: dict[str, str], artifacts: list[Path], output_dir: Path):
+    def __init__(
+        self, params: dict[str, str], tags: dict[str, str], artifacts: list[Path], output_dir: Path
+    ):
         self.params = params
+        self.tags = tags
         self.artifacts = artifacts
         self.output_dir = output_dir
         self.run_id: str | None = None
@@ -146,6 +149,7 @@ class MlflowExtras(TrainerCallback):
         run = mlflow.active_run()
         self.run_id = run.info.run_id
         (self.output_dir / RUN_FILE).write_text(json.dumps({"run_id": self.run_id}))
+        mlflow.set_tags(self.tags)
         items = [(k, v[:6000]) for k, v in self.params.items()]
         try:
             for i in range(0, len(items), 100):

@@ -106,6 +106,8 @@ def test_file_store_run_has_params_metrics_and_artifacts(tmp_path, tiny_llama, m
     client = _client(store.as_uri())
     run = _only_run(client, "local")
     assert run.info.run_name == "my-run"
+    assert run.data.tags["finetuning.method"] == "sft"
+    assert run.data.tags["finetuning.peft_type"] == "NO_PEFT"
     params = run.data.params
     assert params["config.sft_args.max_seq_length"] == "128"
     assert params["resolved.per_device_train_batch_size"] == "4"

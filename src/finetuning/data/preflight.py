@@ -142,9 +142,16 @@ def build_report(
         trained += int((labels != IGNORE).sum())
         total += len(ids)
         marker_trained = marker_trained or bool(((ids == marker_id) & (labels != IGNORE)).any())
-    what = "trained on" if config.method == "sft" else "chosen completion (prompt + chosen)"
     share = trained / total if total else 0.0
-    lines.append(f"tokens: {int(lengths.sum())} in training rows; {share:.1%} of them are {what}")
+    if config.method == "sft":
+        lines.append(
+            f"tokens: {int(lengths.sum())} in training rows; {share:.1%} of them are trained on"
+        )
+    else:
+        lines.append(
+            f"tokens: {int(lengths.sum())} in prompts + longer completions; the chosen completion "
+            f"is {share:.1%} of prompt + chosen"
+        )
     lines.append(f"end-of-turn marker {marker!r} trained: {'yes' if marker_trained else 'NO'}")
     if not marker_trained and len(data.train):
         warnings.append(

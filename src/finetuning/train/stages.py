@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from finetuning import __version__
 from finetuning.config.experiment import ExperimentConfig
 from finetuning.config.loading import LoadedConfig, resolved_dict
 from finetuning.data.preflight import build_report, encode_settings
@@ -201,7 +202,13 @@ def callbacks(ctx: RunContext, setup: TokenizerSetup) -> tuple[ThroughputCallbac
             }
         )
         artifacts = [ctx.output_dir / "resolved_config.yaml", ctx.output_dir / "data_preflight.txt"]
-        found.append(MlflowExtras(params, artifacts, ctx.output_dir))
+        tags = {
+            "finetuning.method": ctx.config.method,
+            "finetuning.model": ctx.config.run_conf.model,
+            "finetuning.peft_type": str(ctx.config.peft_conf.peft_type),
+            "finetuning.version": __version__,
+        }
+        found.append(MlflowExtras(params, tags, artifacts, ctx.output_dir))
     return throughput, found
 
 
