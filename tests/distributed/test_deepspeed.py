@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.distributed.test_multiprocess import _config, _env
+from tests.distributed.conftest import distributed_config, process_env
 from tests.helpers import losses, minimal_dpo, write_config
 
 pytest.importorskip("deepspeed", reason="the deepspeed extra is part of CI's install")
@@ -26,30 +26,26 @@ def _torchrun(tmp_path, method, config):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "finetuning", method, str(path)],
-        capture_output=True, text=True, env=_env(tmp_path), timeout=900,
+        capture_output=True, text=True, env=process_env(tmp_path), timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return result
 
 
-def test_zero3_full_sft_matches_one_process(tmp_path, tiny_llama, chat_data_small):
-    reference = tmp_path / "one"
-    single = subprocess.run(
-        [sys.executable, "-m", "finetuning", "sft", str(write_config(tmp_path / "one.yaml", _config(tiny_llama, chat_data_small, reference)))],
-        capture_output=True, text=True, env=_env(tmp_path / "a"), timeout=600,
-    )  # fmt: skip
-    assert single.returncode == 0, single.stderr[-3000:]
+def test_zero3_full_sft_matches_one_process(
+    single_process_run, tmp_path, tiny_llama, chat_data_small
+):
     out = tmp_path / "zero3"
-    config = _config(tiny_llama, chat_data_small, out)
+    config = distributed_config(tiny_llama, chat_data_small, out)
     config["training_args"]["deepspeed"] = ZERO3
     _torchrun(tmp_path, "sft", config)
-    assert losses(out) == pytest.approx(losses(reference), rel=2e-3)
+    assert losses(out) == pytest.approx(losses(single_process_run), rel=2e-3)
     assert (out / "checkpoint-final" / "model.safetensors").is_file()  # gathered 16-bit weights
 
 
 def test_zero3_lora_sft_and_full_dpo(tmp_path, tiny_llama, chat_data_small, preference_data):
     lora = tmp_path / "lora"
-    config = _config(tiny_llama, chat_data_small, lora)
+    config = distributed_config(tiny_llama, chat_data_small, lora)
     config["training_args"].update(deepspeed=ZERO3, max_steps=4)
     config["peft_conf"] = {
         "peft_type": "LORA",
