@@ -158,7 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.logging_level)
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        _close_process_group()
+        return code
     except UserError as exc:
         print(f"error: {exc.format()}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -217,6 +219,21 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         dpo.run(loaded, args)
     return 0
+
+
+def _close_process_group() -> None:
+    """Leave a multi-process run together: wait for every rank, then tear the group down.
+
+    Left to interpreter exit, the communication threads can be destroyed while still running
+    (seen as "terminate called without an active exception" under DeepSpeed on CPU).
+    """
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _setup_logging(level: str) -> None:
