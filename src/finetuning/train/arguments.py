@@ -82,7 +82,7 @@ def trainer_kwargs(
         report_to=report_to(config, tracking_enabled),
         remove_unused_columns=False,
     )
-    if not _has_accelerator():
+    if not has_accelerator():
         # Without use_cpu, transformers treats a multi-process CPU run as N separate runs.
         kwargs.setdefault("use_cpu", True)
     kwargs.setdefault("include_num_input_tokens_seen", "non_padding")
@@ -109,7 +109,8 @@ def trainer_kwargs(
     return kwargs
 
 
-def _has_accelerator() -> bool:
+def has_accelerator() -> bool:
+    """Whether a GPU (CUDA or Apple MPS) is there; without one, runs use the CPU (gloo)."""
     import torch
 
     return torch.cuda.is_available() or torch.backends.mps.is_available()

@@ -96,14 +96,13 @@ def start(loaded: LoadedConfig, default_lr: float, cli_args: Any = None) -> RunC
         UserError: The config asks for hardware this machine lacks, the output directory is not
             writable, or the resume setting cannot be satisfied.
     """
-    import torch
     from accelerate import PartialState
 
     started = time.perf_counter()
     config = loaded.config
-    # On a machine without GPUs several processes talk over gloo; the trainer reuses this state.
+    # Without a GPU several processes talk over gloo; the trainer reuses this state.
     state = PartialState(
-        cpu=bool(config.training_args.get("use_cpu")) or not torch.cuda.is_available()
+        cpu=bool(config.training_args.get("use_cpu")) or not arguments.has_accelerator()
     )
     resolved = resolve(config, arguments.world_size(), default_lr)
     arguments.log_resolved(config, resolved, loaded.notes if state.is_main_process else [])
