@@ -43,7 +43,7 @@ def synthetic_lengths(n: int, seed: int, median: int = 250, sigma: float = 0.8, 
 
 def write_data(path: Path, n: int, seed: int) -> None:
     """Chats whose total token count follows the log-normal lengths (~1 token per word here)."""
-    from finetuning.testing import _WORDS, write_jsonl
+    from finetuning.testing import WORDS, write_jsonl
 
     rng = random.Random(seed)
     rows = []
@@ -53,10 +53,10 @@ def write_data(path: Path, n: int, seed: int) -> None:
         rows.append(
             {
                 "messages": [
-                    {"role": "user", "content": " ".join(rng.choice(_WORDS) for _ in range(user))},
+                    {"role": "user", "content": " ".join(rng.choice(WORDS) for _ in range(user))},
                     {
                         "role": "assistant",
-                        "content": " ".join(rng.choice(_WORDS) for _ in range(answer)),
+                        "content": " ".join(rng.choice(WORDS) for _ in range(answer)),
                     },
                 ]
             }

@@ -23,7 +23,7 @@ TINY_CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
-_WORDS = [
+WORDS = [
     "the",
     "a",
     "of",
@@ -157,7 +157,7 @@ def _tokenizer_corpus(seed: int = 0, lines: int = 3000) -> list[str]:
     rng = random.Random(seed)
     corpus = []
     for _ in range(lines):
-        corpus.append(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 16))))
+        corpus.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 16))))
     corpus += [" ".join(_COLORS + _FRUITS + _NUMBERS)] * 20
     corpus += ["<|user|>\n<|assistant|>\n<|system|>\n[INST] [/INST] <<SYS>> <</SYS>>"] * 20
     corpus += ["0123456789 + - = ? ! . , : ; ( ) [ ] { } < > / \\ ' \" # @ * & % $"] * 20
@@ -298,7 +298,7 @@ def synthetic_preferences(n: int, seed: int = 0) -> list[dict[str, Any]]:
     rows = []
     for row in synthetic_chats(n, seed):
         *prompt, answer = row["messages"]
-        wrong = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(2, 6))) + "."
+        wrong = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6))) + "."
         rows.append(
             {
                 "prompt_messages": prompt,
