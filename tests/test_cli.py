@@ -84,3 +84,21 @@ def test_unexpected_errors_exit_1():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 1
     assert "ZeroDivisionError" in result.stderr
+
+
+def test_init_refuses_a_non_empty_folder(tmp_path):
+    (tmp_path / "something").write_text("x")
+    result = run_cli("init", tmp_path)
+    assert result.returncode == 2
+    assert "exists and is not empty" in result.stderr
+
+
+def test_init_writes_a_runnable_example(tmp_path):
+    result = run_cli("init", tmp_path / "example")
+    assert result.returncode == 0, result.stderr
+    assert f"finetuning sft {tmp_path / 'example' / 'sft.yaml'}" in result.stdout
+    assert (tmp_path / "example" / "model" / "model.safetensors").is_file()
+    assert len((tmp_path / "example" / "data" / "train.jsonl").read_text().splitlines()) == 2000
+    check = run_cli("validate", tmp_path / "example" / "sft.yaml")
+    assert check.returncode == 0, check.stderr
+    assert "end-of-turn marker '<|im_end|>' trained: yes" in check.stderr
