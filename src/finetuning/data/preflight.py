@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -182,8 +181,3 @@ def preflight(loaded: LoadedConfig, num_workers: int | None = None) -> Preflight
         config.data_conf, setup.tokenizer, encode_settings(config), config.method, num_workers
     )
     return build_report(config, setup, data)
-
-
-def describe(report: PreflightReport) -> dict[str, Any]:
-    """The report as plain data (for tracking and the run report)."""
-    return {"lines": report.lines, "warnings": report.warnings, "fatal": report.fatal}

@@ -13,21 +13,32 @@ from finetuning.errors import UserError
 logger = logging.getLogger(__name__)
 
 
+def load_kwargs(args: Any, quant: Any, key: str = "run_conf.model_args") -> dict[str, Any]:
+    """``from_pretrained`` arguments from ``model_args`` (only the keys set) and ``quant_conf``.
+
+    ``torch_dtype`` becomes ``dtype``; ``use_cache`` is dropped (set on the loaded config).
+    """
+    kwargs = {name: getattr(args, name) for name in args.model_fields_set}
+    kwargs.update(args.model_extra or {})
+    if "torch_dtype" in kwargs:
+        if "dtype" in kwargs:
+            raise UserError(f"{key}: set either torch_dtype or dtype, not both")
+        kwargs["dtype"] = kwargs.pop("torch_dtype")
+    kwargs.pop("use_cache", None)
+    if quant.quantization_type == "bits-and-bytes":
+        kwargs["quantization_config"] = bnb_config(quant)
+    return kwargs
+
+
 def model_kwargs(config: ExperimentConfig, distributed: str | None) -> dict[str, Any]:
-    """Keyword arguments for ``from_pretrained``: only what the user set, plus our choices.
+    """Keyword arguments for loading the model to train: what the user set, plus our choices.
 
     Args:
         config: The experiment config.
         distributed: None (one process), "ddp", "deepspeed" or "fsdp".
     """
-    args = config.run_conf.model_args
-    kwargs = {name: getattr(args, name) for name in args.model_fields_set}
-    kwargs.update(args.model_extra or {})
-    if "torch_dtype" in kwargs:
-        if "dtype" in kwargs:
-            raise UserError("run_conf.model_args: set either torch_dtype or dtype, not both")
-        kwargs["dtype"] = kwargs.pop("torch_dtype")
-    kwargs.pop("use_cache", None)  # training always runs without a KV cache (set below)
+    # Training always runs without a KV cache (set on the loaded model's config).
+    kwargs = load_kwargs(config.run_conf.model_args, config.quant_conf)
     if "device_map" not in kwargs and distributed == "ddp" and _has_cuda():
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     if kwargs.get("device_map") is not None and distributed in ("deepspeed", "fsdp"):
@@ -36,9 +47,6 @@ def model_kwargs(config: ExperimentConfig, distributed: str | None) -> dict[str,
     kwargs.setdefault("trust_remote_code", False)
     # Pickle weights can run code when loaded: only with an explicit use_safetensors: false.
     kwargs.setdefault("use_safetensors", True)
-    quant = config.quant_conf
-    if quant.quantization_type == "bits-and-bytes":
-        kwargs["quantization_config"] = bnb_config(quant)
     return kwargs
 
 
@@ -111,9 +119,11 @@ def load_model(config: ExperimentConfig, distributed: str | None = None) -> Any:
             raise UserError(f"run_conf.model: model not found: {source!r}") from None
         raise UserError(f"run_conf.model: cannot load {source!r}: {text.splitlines()[0]}") from None
     model.config.use_cache = False
-    quantized = [type(m).__name__ for m in model.modules() if type(m).__name__.startswith("Linear")]
     if config.quant_conf.quantization_type != "no-quantization":
-        kinds = sorted({k for k in quantized if k not in ("Linear",)})
+        kinds = sorted(
+            {type(m).__name__ for m in model.modules() if type(m).__name__.startswith("Linear")}
+            - {"Linear"}
+        )
         logger.info("loaded %s quantized: %s", source, ", ".join(kinds) or "no quantized layers")
     return model
 

@@ -175,7 +175,7 @@ def generate_from_config(config_path: str | Path, outpath: str | Path) -> Path:
 
     from finetuning.config.generation import GenerationConfig
     from finetuning.config.loading import read_yaml
-    from finetuning.model.loading import bnb_config
+    from finetuning.model.loading import load_kwargs
 
     data, _ = read_yaml(Path(config_path))
     try:
@@ -183,12 +183,7 @@ def generate_from_config(config_path: str | Path, outpath: str | Path) -> Path:
     except Exception as exc:  # pydantic's ValidationError, reported as a user error
         raise UserError(f"{config_path} is not a valid generate config:\n{exc}") from None
     mc = conf.model_conf
-    kwargs = {k: getattr(mc.model_args, k) for k in mc.model_args.model_fields_set}
-    if "torch_dtype" in kwargs:
-        kwargs["dtype"] = kwargs.pop("torch_dtype")
-    kwargs.pop("use_cache", None)
-    if conf.quant_conf.quantization_type == "bits-and-bytes":
-        kwargs["quantization_config"] = bnb_config(conf.quant_conf)
+    kwargs = load_kwargs(mc.model_args, conf.quant_conf, key="model_conf.model_args")
     model, tok = load_for_inference(mc.model, mc.adapter, mc.tokenizer, kwargs)
     params = dict(conf.hf_gen_params)
     prompt = conf.prompt_conf

@@ -18,7 +18,6 @@ class ThroughputCallback(TrainerCallback):
     def __init__(self) -> None:
         self._last_time: float | None = None
         self._last_tokens = 0
-        self.history: list[dict[str, float]] = []
         self.first_step_seconds: float | None = None
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -42,7 +41,6 @@ class ThroughputCallback(TrainerCallback):
             if state.log_history:  # the trainer recorded a copy of these logs just before
                 state.log_history[-1]["tokens_per_second"] = logs["tokens_per_second"]
         self._last_time, self._last_tokens = now, tokens
-        self.history.append({"step": state.global_step, **logs})
 
 
 class InferenceTokenizerCallback(TrainerCallback):
