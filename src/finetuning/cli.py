@@ -194,7 +194,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(reference.markdown_reference(args.method), end="")
         return 0
     if args.command == "validate":
-        from finetuning.validate import validate
+        from finetuning.train.validate import validate
 
         return validate(args)
     if args.command in TOOLS:

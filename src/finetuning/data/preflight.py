@@ -13,7 +13,7 @@ from finetuning.data.encode import IGNORE, EncodeSettings
 from finetuning.data.preference import PreferenceStore
 from finetuning.data.prepare import EncodedSplit, PreparedData, prepare_data
 from finetuning.data.templates import end_marker
-from finetuning.model.tokenizer import TokenizerSetup, load_tokenizer, setup_tokenizer
+from finetuning.data.tokenizer import TokenizerSetup, load_tokenizer, setup_tokenizer
 
 
 def encode_settings(config: ExperimentConfig) -> EncodeSettings:

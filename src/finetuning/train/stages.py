@@ -20,6 +20,12 @@ from finetuning.config.experiment import ExperimentConfig
 from finetuning.config.loading import LoadedConfig, resolved_dict
 from finetuning.data.preflight import build_report, encode_settings
 from finetuning.data.prepare import PreparedData, prepare_data
+from finetuning.data.tokenizer import (
+    TokenizerSetup,
+    load_tokenizer,
+    save_for_inference,
+    setup_tokenizer,
+)
 from finetuning.errors import UserError
 from finetuning.model.hardware import hardware_problems
 from finetuning.model.loading import (
@@ -28,13 +34,6 @@ from finetuning.model.loading import (
     load_model,
     resize_for_tokenizer,
 )
-from finetuning.model.tokenizer import (
-    TokenizerSetup,
-    load_tokenizer,
-    save_for_inference,
-    setup_tokenizer,
-)
-from finetuning.report import write_report
 from finetuning.tracking import (
     MlflowExtras,
     Tracking,
@@ -47,6 +46,7 @@ from finetuning.train.batch import Resolved, resolve
 from finetuning.train.callbacks import InferenceTokenizerCallback, ThroughputCallback
 from finetuning.train.checkpoints import resolve_resume
 from finetuning.train.guards import FiniteCheckCallback, Preempted, PreemptionCallback
+from finetuning.train.report import write_report
 from finetuning.train.summary import (
     RunSummary,
     check_writable,
