@@ -275,7 +275,7 @@ def run_chat(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script ``generate CONFIG OUTPUT.yaml`` (the established engine's interface)."""
-    from finetuning.cli import run_tool
+    from finetuning.console import run_tool
 
     parser = argparse.ArgumentParser(prog="generate", description="Generate with a trained model.")
     add_arguments(parser)
