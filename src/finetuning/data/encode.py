@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from finetuning.config.data import ChatTemplateName
+from finetuning.config.training import SFTArguments
+from finetuning.config.training_args import training_arg_default
 from finetuning.data.templates import TemplateMismatch, render
 from finetuning.errors import UserError
 
@@ -45,10 +47,10 @@ class EncodeSettings:
 
     template: ChatTemplateName
     max_length: int
-    length_handling: str = "filter"
+    length_handling: str = SFTArguments.model_fields["length_handling"].default
     completions_only: bool = False
     max_prompt_length: int | None = None
-    truncation_mode: str = "keep_end"
+    truncation_mode: str = training_arg_default("dpo", "truncation_mode")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""`finetuning validate`: the config, hardware and data checks of a run, without training."""
+"""`finetuning validate`: build the plan a run would build, print it, and train nothing."""
 
 from __future__ import annotations
 
@@ -14,21 +14,34 @@ logger = logging.getLogger(__name__)
 
 
 def validate(args: argparse.Namespace) -> int:
-    """Validate a config (and, unless ``--config-only``, its data); returns the exit code."""
+    """Build the run's plan for a config (``--config-only``: without the data); returns the exit code.
+
+    The plan is the one :func:`finetuning.train.plan.build_plan` builds for ``sft``/``dpo``:
+    batch arithmetic, output folders (checked, not created), resume point, tracking target
+    (no MLflow run is started), tokenizer and data. Only hardware this machine lacks is a warning
+    here instead of an error, since the config may be meant for another machine.
+    """
     loaded = load_config(args.config, args.method)
     for note in loaded.notes:
         logger.info(note)
     config = loaded.config
     if args.print_config:
         yaml.safe_dump(resolved_dict(config), sys.stdout, sort_keys=False)
-    from finetuning.model.hardware import hardware_problems
+    from finetuning.train.arguments import world_size
+    from finetuning.train.plan import build_plan
 
-    for problem in hardware_problems(config):
+    plan = build_plan(
+        loaded,
+        world_size(),
+        args,
+        with_data=not args.config_only,
+        hardware_must_fit=False,
+    )
+    for problem in plan.hardware_problems:
         logger.warning("%s (fine if you train on another machine; a run here would stop)", problem)
-    if not args.config_only:
-        from finetuning.data.preflight import preflight
-
-        report = preflight(loaded, num_workers=args.num_preprocess_workers)
+    print(plan.format(), file=sys.stderr)
+    report = plan.report
+    if report is not None:
         print(report.format(), file=sys.stderr)
         if args.show_example is not None:
             print(report.show_example(args.show_example))
