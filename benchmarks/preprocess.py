@@ -21,7 +21,7 @@ import json, os, resource, sys, time
 from finetuning.config.loading import load_config_dict
 from finetuning.data.preflight import encode_settings
 from finetuning.data.prepare import prepare_data
-from finetuning.model.tokenizer import load_tokenizer, setup_tokenizer
+from finetuning.data.tokenizer import load_tokenizer, setup_tokenizer
 raw, workers = json.loads(sys.argv[1]), int(sys.argv[2])
 config = load_config_dict(raw, "sft").config
 setup = setup_tokenizer(config, load_tokenizer(config))

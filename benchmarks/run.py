@@ -90,7 +90,7 @@ def preprocessing(spec: dict) -> tuple[float, float]:
     from finetuning.config.loading import load_config_dict
     from finetuning.data.preflight import encode_settings
     from finetuning.data.prepare import prepare_data
-    from finetuning.model.tokenizer import load_tokenizer, setup_tokenizer
+    from finetuning.data.tokenizer import load_tokenizer, setup_tokenizer
 
     raw = {
         "data_conf": {

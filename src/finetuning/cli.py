@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+from finetuning.console import report_user_error, setup_logging
 from finetuning.errors import RunStopped, UserError
 
 logger = logging.getLogger("finetuning")
-
-EXIT_USER_ERROR = 2
 
 TOOLS = {
     "merge-adapter": ("finetuning.tools.merge_adapter", "run"),
@@ -121,8 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep only the LoRA tensors of an adapter (also `create_vllm_compatible_adapter`)",
         description=vllm_adapter.build_parser().description,
     )
-    for action in vllm_adapter.build_parser()._actions[1:]:
-        p._add_action(action)
+    vllm_adapter.add_arguments(p)
     p = sub.add_parser(
         "generate",
         help="generate answers with a trained model (JSONL in/out, or a generate config)",
@@ -156,30 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
-    _setup_logging(args.logging_level)
+    setup_logging(args.logging_level)
     try:
         code = _dispatch(args)
         _close_process_group()
         return code
     except UserError as exc:
-        print(f"error: {exc.format()}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return report_user_error(exc)
     except RunStopped as exc:  # preempted (checkpoint saved) or diverged
         print(f"stopped: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def run_tool(action: Callable[[], int]) -> int:
-    """Run a companion console script with the same logging and exit codes as `finetuning`."""
-    _setup_logging("INFO")
-    try:
-        return action()
-    except UserError as exc:
-        print(f"error: {exc.format()}", file=sys.stderr)
-        return EXIT_USER_ERROR
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -194,7 +180,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(reference.markdown_reference(args.method), end="")
         return 0
     if args.command == "validate":
-        from finetuning.validate import validate
+        from finetuning.train.validate import validate
 
         return validate(args)
     if args.command in TOOLS:
@@ -234,19 +220,6 @@ def _close_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-def _setup_logging(level: str) -> None:
-    rank = os.environ.get("RANK")
-    prefix = (
-        f"[rank {rank}] " if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
-    )
-    logging.basicConfig(
-        level=level,
-        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
 
 
 if __name__ == "__main__":

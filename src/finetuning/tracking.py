@@ -77,10 +77,10 @@ def default_run_name(config: ExperimentConfig) -> str:
     return f"{config.method}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def setup_tracking(
+def plan_tracking(
     config: ExperimentConfig, cli_args: Any = None, output_dir: Path | None = None
 ) -> Tracking | None:
-    """Resolve tracking and set the environment transformers' MLflow callback reads.
+    """Resolve tracking, with the run id and run name it will use; changes nothing.
 
     A run resumed in ``output_dir`` continues the MLflow run recorded there, unless the config
     names another ``run_id``.
@@ -93,13 +93,17 @@ def setup_tracking(
     if run_id is None and stored is not None and stored.is_file():
         run_id = json.loads(stored.read_text())["run_id"]
         logger.info("continuing MLflow run %s (from %s)", run_id, stored)
-    tracking = Tracking(
+    return Tracking(
         tracking.uri,
         tracking.experiment_name,
         run_id,
         tracking.run_name or default_run_name(config),
         tracking.log_artifacts,
     )
+
+
+def export_tracking(tracking: Tracking) -> None:
+    """Set the environment transformers' MLflow callback reads (a run does this, validate not)."""
     os.environ["MLFLOW_TRACKING_URI"] = tracking.uri
     os.environ["MLFLOW_EXPERIMENT_NAME"] = tracking.experiment_name
     os.environ["MLFLOW_FLATTEN_PARAMS"] = "TRUE"
@@ -108,11 +112,20 @@ def setup_tracking(
     if tracking.uri.startswith("file:"):
         # mlflow 3 refuses the file store unless asked; the reference promises local paths work.
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
-    if run_id:
-        os.environ["MLFLOW_RUN_ID"] = run_id
+    if tracking.run_id:
+        os.environ["MLFLOW_RUN_ID"] = tracking.run_id
     else:
         os.environ.pop("MLFLOW_RUN_ID", None)
     logger.info("MLflow tracking to %s (experiment %r)", tracking.uri, tracking.experiment_name)
+
+
+def setup_tracking(
+    config: ExperimentConfig, cli_args: Any = None, output_dir: Path | None = None
+) -> Tracking | None:
+    """:func:`plan_tracking`, then :func:`export_tracking` when tracking is on."""
+    tracking = plan_tracking(config, cli_args, output_dir)
+    if tracking is not None:
+        export_tracking(tracking)
     return tracking
 
 

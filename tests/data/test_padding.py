@@ -10,8 +10,8 @@ import pytest
 from finetuning.config.loading import load_config_dict
 from finetuning.data.collate import PaddedCollator, PaddingFreeCollator
 from finetuning.data.encode import IGNORE
+from finetuning.data.tokenizer import setup_tokenizer
 from finetuning.errors import UserError
-from finetuning.model.tokenizer import setup_tokenizer
 from tests.helpers import minimal_sft
 
 

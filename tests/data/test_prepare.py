@@ -9,8 +9,8 @@ import pytest
 from finetuning.config.loading import load_config_dict
 from finetuning.data.preflight import encode_settings, preflight
 from finetuning.data.prepare import prepare_data
+from finetuning.data.tokenizer import load_tokenizer, setup_tokenizer
 from finetuning.errors import UserError
-from finetuning.model.tokenizer import load_tokenizer, setup_tokenizer
 from finetuning.testing import synthetic_chats, write_jsonl
 from tests.helpers import minimal_sft, run_cli, write_config
 

@@ -46,7 +46,7 @@ def test_deepspeed_batch_fields_come_from_batchsize_conf(inline, tmp_path):
         batchsize_conf={"total_train_batch_size": 64, "max_per_device_train_batch_size": 4},
     )
     config = load_config_dict(raw, "sft").config
-    kwargs = trainer_kwargs(config, resolve(config, world_size=8, default_lr=5e-5), tmp_path, False)
+    kwargs = trainer_kwargs(config, resolve(config, world_size=8), tmp_path, False)
     ds = kwargs["deepspeed"]
     assert (
         ds["train_micro_batch_size_per_gpu"],

@@ -40,8 +40,8 @@ def test_the_corpus_is_large_enough():
     assert sum(1 for c in CASES.values() if c.get("data_file")) >= 10
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input_is_a_located_user_error(name, places, tmp_path, capsys):
+def _write_case(name, places, tmp_path):
+    """The case's config file, with the placeholders filled in."""
     case = CASES[name]
     values = {**places, "OUT": str(tmp_path / "out")}
     if case.get("data_file"):
@@ -55,6 +55,13 @@ def test_bad_input_is_a_located_user_error(name, places, tmp_path, capsys):
             text = text.replace("${" + key + "}", value)
     path = tmp_path / name if not case.get("data_file") else tmp_path / "config.yaml"
     path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_is_a_located_user_error(name, places, tmp_path, capsys):
+    case = CASES[name]
+    path = _write_case(name, places, tmp_path)
     code = main([case["method"], str(path)])
     err = capsys.readouterr().err
     assert code == 2, err
@@ -62,3 +69,18 @@ def test_bad_input_is_a_located_user_error(name, places, tmp_path, capsys):
         assert expected in err, err
     assert "Traceback" not in err
     assert not os.path.exists(tmp_path / "out" / "checkpoint-final")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_validate_fails_on_the_same_bad_inputs(name, places, tmp_path, capsys):
+    """`validate` builds the run's plan, so every input a run refuses, validate refuses too,
+    with the same message, and without creating the output folder."""
+    case = CASES[name]
+    path = _write_case(name, places, tmp_path)
+    code = main(["validate", str(path), "--method", case["method"]])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    for expected in case["expect"]:
+        assert expected in err, err
+    assert "Traceback" not in err
+    assert not os.path.exists(tmp_path / "out")

@@ -42,8 +42,8 @@ def test_resolve_uses_the_default_learning_rate_and_eval_batch():
         overrides={"lr_multiplier": 0.5, "lr_batch_size_scaling": "sqrt"},
         training_args={},
     )
-    resolved = resolve(load_config_dict(raw, "sft").config, world_size=2, default_lr=5e-5)
+    resolved = resolve(load_config_dict(raw, "sft").config, world_size=2)
     assert (resolved.per_device_train, resolved.accumulation, resolved.per_device_eval) == (4, 2, 4)
     assert resolved.learning_rate == pytest.approx(5e-5 * 0.5 * 4)
     raw["batchsize_conf"]["per_device_eval_batch_size"] = 7
-    assert resolve(load_config_dict(raw, "sft").config, 1, 5e-5).per_device_eval == 7
+    assert resolve(load_config_dict(raw, "sft").config, 1).per_device_eval == 7

@@ -113,6 +113,25 @@ def load_config_dict(
     return LoadedConfig(config, notes, path)
 
 
+def validate_file_data(
+    model: type[BaseModel], data: Any, path: Path, root: yaml.Node | None, what: str
+) -> Any:
+    """Validate data read from ``path`` as ``model`` (e.g. a generate config), errors located.
+
+    Raises:
+        UserError: Listing every problem, each with its key path and line, as for a training config.
+    """
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{path}: a {what} must be a mapping of sections, got {type(data).__name__}"
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = _problems(exc, data, model, str(path), root)
+        raise UserError(problems, header=f"{path} is not a valid {what}:") from None
+
+
 def _normalise_data_types(data: dict[str, Any], method: str) -> list[str]:
     """Set every data input's ``data_type`` to the method's, warning when the user said otherwise."""
     notes = []

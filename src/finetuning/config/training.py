@@ -50,3 +50,11 @@ class SFTArguments(StrictModel):
     padding_free: bool = True
     """(ours) Concatenate the examples of a micro-batch into one row with position ids restarting
     at each example, so no padding is computed. False pads each batch instead."""
+
+
+def new_basemodel_name(sft_args: SFTArguments | None) -> str:
+    """The folder a PEFT run that grew the vocabulary saves its resized base in.
+
+    DPO has no ``sft_args``; it uses the same default as SFT.
+    """
+    return (sft_args or SFTArguments()).save_name_if_new_basemodel

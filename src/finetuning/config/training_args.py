@@ -369,6 +369,17 @@ def check_training_args(training_args: dict[str, Any], method: str) -> list[Prob
     return problems
 
 
+def training_arg_default(method: str, name: str) -> Any:
+    """The value of ``training_args.name`` when the config leaves it out.
+
+    The engine's default where it has one (``ENGINE_DEFAULTS``), else the library's (the field
+    snapshot): the one place the run, the preflight and the docs read a default from.
+    """
+    if name in ENGINE_DEFAULTS[method]:
+        return ENGINE_DEFAULTS[method][name]
+    return fields_for(method)[name].default
+
+
 def training_args_defaults(method: str) -> dict[str, Any]:
     """Today's library defaults plus the engine's, for displaying a fully resolved config."""
     defaults = {

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from finetuning.config.data import ChatTemplateName
+from finetuning.config.training import SFTArguments
+from finetuning.config.training_args import training_arg_default
 from finetuning.data.templates import TemplateMismatch, render
 from finetuning.errors import UserError
 
@@ -45,10 +47,10 @@ class EncodeSettings:
 
     template: ChatTemplateName
     max_length: int
-    length_handling: str = "filter"
+    length_handling: str = SFTArguments.model_fields["length_handling"].default
     completions_only: bool = False
     max_prompt_length: int | None = None
-    truncation_mode: str = "keep_end"
+    truncation_mode: str = training_arg_default("dpo", "truncation_mode")
 
 
 @dataclass
@@ -111,6 +113,16 @@ def special_prefix(tokenizer: Any) -> list[int]:
     return []
 
 
+def needs_special_prefix(tokenizer: Any, text: str) -> bool:
+    """Whether ``text`` still needs the tokenizer's special prefix (BOS) when encoded.
+
+    Our templates may write BOS themselves; a text that already starts with it must not get a
+    second one. Training (SFT and DPO) and generation all follow this one rule.
+    """
+    bos = tokenizer.bos_token
+    return not (bos and text.startswith(bos))
+
+
 def encode_chunk(
     rows: list[dict[str, Any]], tokenizer: Any, settings: EncodeSettings
 ) -> TokenStore:
@@ -127,7 +139,6 @@ def encode_chunk(
         spans.append(rendered.spans)
     encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     prefix = special_prefix(tokenizer)
-    bos = tokenizer.bos_token
     ids_out, labels_out, status, full_lengths = [], [], [], []
     for text, row_spans, ids, offs in zip(
         texts, spans, encoded["input_ids"], encoded["offset_mapping"], strict=True
@@ -142,7 +153,7 @@ def encode_chunk(
         else:
             trained = np.ones(len(ids), dtype=bool)
         # No doubled BOS: only add the tokenizer's prefix when the template did not write it.
-        if prefix and not (bos and text.startswith(bos)):
+        if prefix and needs_special_prefix(tokenizer, text):
             ids = np.concatenate([np.asarray(prefix, dtype=np.int32), ids])
             trained = np.concatenate([np.full(len(prefix), not settings.completions_only), trained])
         labels = np.where(trained, ids, IGNORE).astype(np.int32)

@@ -22,6 +22,7 @@ from finetuning.data.encode import (
     TRUNCATED,
     EncodeSettings,
     TokenStore,
+    needs_special_prefix,
     special_prefix,
 )
 from finetuning.data.templates import TemplateMismatch, render
@@ -95,7 +96,7 @@ def _tokens(tokenizer: Any, text: str, prefix: list[int]) -> tuple[np.ndarray, n
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = np.asarray(enc["input_ids"], np.int64)
     offsets = np.asarray(enc["offset_mapping"], np.int64).reshape(-1, 2)
-    if prefix and not (tokenizer.bos_token and text.startswith(tokenizer.bos_token)):
+    if prefix and needs_special_prefix(tokenizer, text):
         ids = np.concatenate([np.asarray(prefix, np.int64), ids])
         offsets = np.concatenate([np.zeros((len(prefix), 2), np.int64), offsets])
     return ids, offsets

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from finetuning.config.experiment import ExperimentConfig
 from finetuning.config.loading import LoadedConfig
+from finetuning.config.training_args import training_arg_default
 from finetuning.data.encode import IGNORE, EncodeSettings
 from finetuning.data.preference import PreferenceStore
 from finetuning.data.prepare import EncodedSplit, PreparedData, prepare_data
 from finetuning.data.templates import end_marker
-from finetuning.model.tokenizer import TokenizerSetup, load_tokenizer, setup_tokenizer
+from finetuning.data.tokenizer import TokenizerSetup, load_tokenizer, setup_tokenizer
 
 
 def encode_settings(config: ExperimentConfig) -> EncodeSettings:
@@ -27,9 +29,9 @@ def encode_settings(config: ExperimentConfig) -> EncodeSettings:
     args = config.training_args
     return EncodeSettings(
         template,
-        max_length=int(args.get("max_length") or 2048),
+        max_length=int(args.get("max_length") or training_arg_default("dpo", "max_length")),
         max_prompt_length=args.get("max_prompt_length"),
-        truncation_mode=args.get("truncation_mode", "keep_end"),
+        truncation_mode=args.get("truncation_mode", training_arg_default("dpo", "truncation_mode")),
     )
 
 
@@ -173,11 +175,23 @@ def build_report(
     return report
 
 
-def preflight(loaded: LoadedConfig, num_workers: int | None = None) -> PreflightReport:
-    """Load the tokenizer (no model), prepare the data as training would, and report."""
+def preflight(
+    loaded: LoadedConfig,
+    num_workers: int | None = None,
+    main_process_first: Callable[[], AbstractContextManager] = nullcontext,
+) -> PreflightReport:
+    """Load the tokenizer (no model), prepare the data as training would, and report.
+
+    Args:
+        loaded: The loaded config.
+        num_workers: Preprocessing processes (default: up to 4, bounded by the CPU count).
+        main_process_first: The context the data is prepared in (in a multi-process run, the
+            main process fills the cache first and the others reuse it).
+    """
     config = loaded.config
     setup = setup_tokenizer(config, load_tokenizer(config))
-    data = prepare_data(
-        config.data_conf, setup.tokenizer, encode_settings(config), config.method, num_workers
-    )
+    with main_process_first():
+        data = prepare_data(
+            config.data_conf, setup.tokenizer, encode_settings(config), config.method, num_workers
+        )
     return build_report(config, setup, data)

@@ -31,14 +31,7 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
             problems, each as ``file:line: what is wrong``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(Problem(f"data file not found: {path}", config_key))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise UserError(Problem(f"not valid UTF-8 (byte {exc.start})", f"{path}:{line}")) from None
-    records = _parse(text, path)
+    records = read_records(path, config_key)
     problems: list[Problem] = []
     rows: list[dict[str, Any]] = []
     for line, record in records:
@@ -57,6 +50,26 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
     if not rows:
         raise UserError(Problem(f"data file has no rows: {path}", config_key))
     return rows
+
+
+def read_records(path: str | Path, config_key: str) -> list[tuple[int, Any]]:
+    """(line, parsed object or :class:`Problem`) for each row of a JSONL / JSON-array file.
+
+    The rows are not checked; :func:`read_rows` checks them for training, the generate tool for
+    prompting.
+
+    Raises:
+        UserError: The file is missing (named by ``config_key``) or not valid UTF-8.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(Problem(f"data file not found: {path}", config_key))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise UserError(Problem(f"not valid UTF-8 (byte {exc.start})", f"{path}:{line}")) from None
+    return _parse(text, path)
 
 
 def _parse(text: str, path: Path) -> list[tuple[int, Any]]:

@@ -14,7 +14,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from finetuning.errors import UserError
+from finetuning.data.encode import needs_special_prefix
+from finetuning.data.rows import MAX_REPORTED, read_records
+from finetuning.errors import Problem, UserError
 from finetuning.tools.inference import load_for_inference
 
 logger = logging.getLogger(__name__)
@@ -46,9 +48,7 @@ def generate_batch(
     import torch
 
     tokenizer.padding_side = "left"
-    bos = tokenizer.bos_token
-    # Our templates may write BOS themselves: never add a second one.
-    add_special = not (bos and all(p.startswith(bos) for p in prompts))
+    add_special = any(needs_special_prefix(tokenizer, p) for p in prompts)
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special)
     batch = {k: v.to(model.device) for k, v in batch.items()}
     with torch.no_grad():
@@ -116,15 +116,23 @@ def generate_file(
     return count
 
 
-def _read_jsonl(path: Path) -> Iterable[tuple[str, dict]]:
-    if not path.is_file():
-        raise UserError(f"data file not found: {path}")
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                yield f"{path}:{number}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+def _read_jsonl(path: Path, key: str = "--input") -> list[tuple[str, dict]]:
+    """(``file:line``, row) of each row, with the same located errors as training data."""
+    problems, rows = [], []
+    for line, record in read_records(path, key):
+        where = f"{path}:{line}"
+        if isinstance(record, Problem):
+            problems.append(record)
+        elif not isinstance(record, dict):
+            problems.append(
+                Problem(f"a row must be a JSON object, got {type(record).__name__}", where)
+            )
+        else:
+            rows.append((where, record))
+    if problems:
+        more = " (showing the first 20)" if len(problems) > MAX_REPORTED else ""
+        raise UserError(problems[:MAX_REPORTED], header=f"{path} has malformed rows{more}:")
+    return rows
 
 
 def chat(model: Any, tokenizer: Any, stdin: TextIO, stdout: TextIO, params=None) -> None:
@@ -153,9 +161,8 @@ def chat(model: Any, tokenizer: Any, stdin: TextIO, stdout: TextIO, params=None)
             continue
         history.append({"role": "user", "content": line.rstrip("\n")})
         prompt = render_prompt(tokenizer, history)
-        bos = tokenizer.bos_token
         batch = tokenizer(
-            prompt, return_tensors="pt", add_special_tokens=not (bos and prompt.startswith(bos))
+            prompt, return_tensors="pt", add_special_tokens=needs_special_prefix(tokenizer, prompt)
         )
         batch = {k: v.to(model.device) for k, v in batch.items()}
         streamer = _Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -174,14 +181,11 @@ def generate_from_config(config_path: str | Path, outpath: str | Path) -> Path:
     import yaml
 
     from finetuning.config.generation import GenerationConfig
-    from finetuning.config.loading import read_yaml
+    from finetuning.config.loading import read_yaml, validate_file_data
     from finetuning.model.loading import load_kwargs
 
-    data, _ = read_yaml(Path(config_path))
-    try:
-        conf = GenerationConfig.model_validate(data)
-    except Exception as exc:  # pydantic's ValidationError, reported as a user error
-        raise UserError(f"{config_path} is not a valid generate config:\n{exc}") from None
+    data, root = read_yaml(Path(config_path))
+    conf = validate_file_data(GenerationConfig, data, Path(config_path), root, "generate config")
     mc = conf.model_conf
     kwargs = load_kwargs(mc.model_args, conf.quant_conf, key="model_conf.model_args")
     model, tok = load_for_inference(mc.model, mc.adapter, mc.tokenizer, kwargs)
@@ -193,7 +197,8 @@ def generate_from_config(config_path: str | Path, outpath: str | Path) -> Path:
         ]
     else:
         items = []
-        for i, (where, row) in enumerate(_read_jsonl(Path(prompt.data.path))):
+        rows = _read_jsonl(Path(prompt.data.path), "prompt_conf.data.path")
+        for i, (where, row) in enumerate(rows):
             messages = _prompt_messages(row, where)
             reference = (row.get("chosen_messages") or row.get("messages") or [{}])[-1].get(
                 "content", ""
@@ -275,7 +280,7 @@ def run_chat(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script ``generate CONFIG OUTPUT.yaml`` (the established engine's interface)."""
-    from finetuning.cli import run_tool
+    from finetuning.console import run_tool
 
     parser = argparse.ArgumentParser(prog="generate", description="Generate with a trained model.")
     add_arguments(parser)

@@ -7,11 +7,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from finetuning.config.training import new_basemodel_name
 from finetuning.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-NEW_BASEMODEL = "checkpoint-new-basemodel"
+#: What a run writes into its output folder; it names the folder of the resized base.
+RESOLVED_CONFIG = "resolved_config.yaml"
 
 
 def vocab_rows(model_dir: str) -> int | None:
@@ -23,11 +25,34 @@ def vocab_rows(model_dir: str) -> int | None:
     return data.get("vocab_size") or data.get("text_config", {}).get("vocab_size")
 
 
+def saved_basemodel_name(run_dir: Path) -> str:
+    """The resized base's folder name, from the run's saved config (the default without one).
+
+    A run writes ``resolved_config.yaml`` into its output folder, beside the adapter's
+    checkpoints; its ``sft_args.save_name_if_new_basemodel`` says where the resized base went.
+    """
+    import yaml
+
+    name = None
+    path = run_dir / RESOLVED_CONFIG
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("sft_args"), dict):
+            name = data["sft_args"].get("save_name_if_new_basemodel")
+    if isinstance(name, str) and name:
+        return name
+    return new_basemodel_name(None)
+
+
 def resolve_base(base: str, adapter: str | None, tokenizer_len: int) -> str:
     """The base model the adapter needs.
 
-    When the adapter's run added tokens to the vocabulary, its base is the resized
-    ``checkpoint-new-basemodel`` saved beside it; that one is used automatically.
+    When the adapter's run added tokens to the vocabulary, its base is the resized one saved
+    beside it (``sft_args.save_name_if_new_basemodel`` of the run's saved config, by default
+    ``checkpoint-new-basemodel``); that one is used automatically.
 
     Raises:
         UserError: The adapter needs a larger vocabulary than ``base`` has and no resized base
@@ -38,14 +63,16 @@ def resolve_base(base: str, adapter: str | None, tokenizer_len: int) -> str:
     rows = vocab_rows(base)
     if rows is None or tokenizer_len <= rows:
         return base
-    sibling = Path(adapter).resolve().parent / NEW_BASEMODEL
+    run_dir = Path(adapter).resolve().parent
+    name = saved_basemodel_name(run_dir)
+    sibling = run_dir / name
     if sibling.is_dir() and (vocab_rows(str(sibling)) or 0) >= tokenizer_len:
         logger.info("the adapter's run added tokens: using the resized base %s", sibling)
         return str(sibling)
     raise UserError(
         f"the adapter {adapter} was trained with {tokenizer_len} tokens but the base {base} has "
         f"{rows} embedding rows: use the resized base that training saved as "
-        f"{NEW_BASEMODEL}/ next to the adapter's checkpoints"
+        f"{name}/ next to the adapter's checkpoints"
     )
 
 

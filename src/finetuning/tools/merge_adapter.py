@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Merge a PEFT adapter into its base model and save one model (safetensors, "
         "inference-ready tokenizer, generation config).",
     )
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add merge_adapter's arguments to ``parser`` (its own, or the `finetuning` subcommand's)."""
     parser.add_argument("basemodel", help="base model path or Hub id")
     parser.add_argument("peftmodel", help="adapter path or Hub id")
     parser.add_argument("outpath", help="where to save the merged model")
@@ -69,13 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--device_map", "--device-map", default="auto",
         help="'auto' (GPU if any, else CPU), 'cpu', 'cuda' or a JSON object",
     )  # fmt: skip
-    return parser
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add merge_adapter's arguments to a subcommand parser."""
-    for action in build_parser()._actions[1:]:
-        parser._add_action(action)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,6 +90,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script ``merge_adapter``."""
-    from finetuning.cli import run_tool
+    from finetuning.console import run_tool
 
     return run_tool(lambda: run(build_parser().parse_args(argv)))

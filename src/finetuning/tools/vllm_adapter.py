@@ -77,12 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep only the LoRA tensors of an adapter so vLLM can load it (the original "
         f"is kept as {BACKUP}); running it twice changes nothing.",
     )
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the tool's arguments to ``parser`` (its own, or the `finetuning` subcommand's)."""
     parser.add_argument("model_path", help="the adapter folder")
     parser.add_argument(
         "--training-config", default=None,
         help="the adapter's training config: leaves the adapter alone when its extra layers were trained",
     )  # fmt: skip
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +97,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script ``create_vllm_compatible_adapter``."""
-    from finetuning.cli import run_tool
+    from finetuning.console import run_tool
 
     return run_tool(lambda: run(build_parser().parse_args(argv)))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from finetuning.config.experiment import ExperimentConfig
-from finetuning.config.training_args import ENGINE_FIELDS
+from finetuning.config.training_args import ENGINE_FIELDS, training_arg_default
 from finetuning.errors import UserError
 from finetuning.train.batch import Resolved
 
@@ -45,7 +45,7 @@ def set_determinism(config: ExperimentConfig) -> None:
     """Seed everything; 'half' adds deterministic algorithms, 'full' HF full determinism."""
     from transformers import enable_full_determinism, set_seed
 
-    seed = int(config.training_args.get("seed", 42))
+    seed = int(config.training_args.get("seed", training_arg_default(config.method, "seed")))
     level = config.run_conf.determinism
     if level == "full":
         enable_full_determinism(seed)
@@ -86,7 +86,7 @@ def trainer_kwargs(
         # Without use_cpu, transformers treats a multi-process CPU run as N separate runs.
         kwargs.setdefault("use_cpu", True)
     kwargs.setdefault("include_num_input_tokens_seen", "non_padding")
-    kwargs.setdefault("seed", 42)
+    kwargs.setdefault("seed", training_arg_default(config.method, "seed"))
     if kwargs.get("include_num_input_tokens_seen") in (False, "no"):
         kwargs["include_num_input_tokens_seen"] = "non_padding"
     if resolved.world_size > 1 and "ddp_find_unused_parameters" not in kwargs:

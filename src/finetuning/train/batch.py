@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from finetuning.config.experiment import ExperimentConfig
+from finetuning.config.training_args import training_arg_default
 from finetuning.errors import UserError
 
 
@@ -63,14 +64,22 @@ def scaled_learning_rate(base: float, multiplier: float, scaling: str, total: in
     return base * multiplier * factor
 
 
-def resolve(config: ExperimentConfig, world_size: int, default_lr: float) -> Resolved:
+def base_learning_rate(config: ExperimentConfig) -> float:
+    """``training_args.learning_rate``, else the library's default for the method."""
+    value = config.training_args.get("learning_rate")
+    if value is None:
+        value = training_arg_default(config.method, "learning_rate")
+    return float(value)
+
+
+def resolve(config: ExperimentConfig, world_size: int) -> Resolved:
     """Resolve batch sizes and the learning rate of ``config`` for ``world_size`` processes."""
     bs = config.batchsize_conf
     per_device, accumulation = resolve_batch(
         bs.total_train_batch_size, bs.max_per_device_train_batch_size, world_size
     )
     lr = scaled_learning_rate(
-        float(config.training_args.get("learning_rate", default_lr)),
+        base_learning_rate(config),
         config.overrides.lr_multiplier,
         config.overrides.lr_batch_size_scaling,
         bs.total_train_batch_size,

@@ -9,7 +9,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from finetuning.config.data import ChatTemplateName
-from finetuning.model.tokenizer import save_for_inference
+from finetuning.data.tokenizer import save_for_inference
 
 
 class ThroughputCallback(TrainerCallback):

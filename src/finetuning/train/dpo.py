@@ -1,4 +1,4 @@
-"""The DPO recipe: resolve → data → tokenizer → model → adapter → trainer → train → save.
+"""The DPO recipe: plan → model → adapter → trainer → train → save.
 
 Shaped like ``sft.py``: the same stages in the same order; what is DPO's own is the preference
 data (prompt / chosen / rejected ids from our templates), the reference model and TRL's
@@ -14,8 +14,6 @@ from finetuning.config.loading import LoadedConfig
 from finetuning.data.prepare import EncodedSplit
 from finetuning.train import arguments, stages
 from finetuning.train.summary import RunSummary
-
-DEFAULT_LEARNING_RATE = 1e-6
 
 
 def preference_dataset(split: EncodedSplit) -> Any:
@@ -56,13 +54,12 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
     """
     from trl import DPOConfig
 
-    # Resolve batch sizes, learning rate, outputs, hardware, resume and tracking.
-    ctx = stages.start(loaded, DEFAULT_LEARNING_RATE, cli_args)
-    config = ctx.config
-
-    # Tokenizer and preference data (prepared once, cached), then model and adapter.
-    setup, data = stages.prepare_tokenizer_and_data(ctx)
-    model, _ = stages.prepare_model(ctx, setup)
+    # The plan (batch sizes, learning rate, outputs, hardware, resume, tracking, tokenizer and
+    # preference data, prepared once and cached), then model and adapter.
+    ctx = stages.start(loaded, cli_args)
+    plan = ctx.plan
+    config, data = plan.config, plan.data
+    model, _ = stages.prepare_model(ctx)
 
     # Reference: with an adapter, the base with the adapter disabled (no copy); with
     # precomputed reference log-probs, none is kept; otherwise one frozen copy of the start.
@@ -74,16 +71,16 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
     # Trainer.
     kwargs = stages.trainer_kwargs(ctx)
     kwargs["include_num_input_tokens_seen"] = "non_padding"
-    throughput, callbacks = stages.callbacks(ctx, setup)
+    callbacks = stages.callbacks(ctx)
     trainer = pretokenized_trainer_class()(
         model=model,
         ref_model=ref_model,
         args=arguments.build_training_arguments(DPOConfig, kwargs),
         train_dataset=preference_dataset(data.train),
         eval_dataset=preference_dataset(data.valid) if data.valid is not None else None,
-        processing_class=setup.tokenizer,
-        callbacks=callbacks,
+        processing_class=plan.setup.tokenizer,
+        callbacks=list(callbacks.all),
     )
 
     # Train, then save the final model (the adapter for PEFT) with an inference-ready tokenizer.
-    return stages.train_and_save(ctx, trainer, setup, throughput)
+    return stages.train_and_save(ctx, trainer, callbacks)

@@ -1,4 +1,4 @@
-"""The SFT recipe: resolve → data → tokenizer → model → adapter → trainer → train → save."""
+"""The SFT recipe: plan → model → adapter → trainer → train → save."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ from finetuning.train.summary import RunSummary
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LEARNING_RATE = 5e-5
-
 
 def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
     """Fine-tune the model of ``loaded.config`` with supervised fine-tuning.
@@ -29,13 +27,12 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
     """
     from transformers import Trainer, TrainingArguments
 
-    # Resolve batch sizes, learning rate, outputs, hardware, resume and tracking.
-    ctx = stages.start(loaded, DEFAULT_LEARNING_RATE, cli_args)
-    config = ctx.config
-
-    # Tokenizer and data (prepared once, cached), then model and adapter.
-    setup, data = stages.prepare_tokenizer_and_data(ctx)
-    model, _ = stages.prepare_model(ctx, setup)
+    # The plan (batch sizes, learning rate, outputs, hardware, resume, tracking, tokenizer and
+    # data, prepared once and cached), then model and adapter.
+    ctx = stages.start(loaded, cli_args)
+    plan = ctx.plan
+    config, setup, data = plan.config, plan.setup, plan.data
+    model, _ = stages.prepare_model(ctx)
 
     # Trainer: padding-free micro-batches by default (when the model keeps packed examples
     # apart), padded ones otherwise; the loss in fp32 chunks unless Liger's fused kernel does it.
@@ -55,16 +52,16 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
     else:
         eos = tokenizer.eos_token_id if setup.convert_pad_to_eos else None
         collator = PaddedCollator(tokenizer.pad_token_id, config.data_conf.padding_side, eos)
-    throughput, callbacks = stages.callbacks(ctx, setup)
+    callbacks = stages.callbacks(ctx)
     trainer = Trainer(
         model=model,
         args=arguments.build_training_arguments(TrainingArguments, kwargs),
         train_dataset=SFTDataset(data.train),
         eval_dataset=SFTDataset(data.valid) if data.valid is not None else None,
         data_collator=collator,
-        callbacks=callbacks,
+        callbacks=list(callbacks.all),
         compute_loss_func=None if kwargs.get("use_liger_kernel") else chunked_causal_lm_loss,
     )
 
     # Train, then save the final model (the adapter for PEFT) with an inference-ready tokenizer.
-    return stages.train_and_save(ctx, trainer, setup, throughput)
+    return stages.train_and_save(ctx, trainer, callbacks)

@@ -1,7 +1,8 @@
-"""The stages both recipes share, as plain functions: start, data, model, train-and-save.
+"""The stages both recipes share, as plain functions: start, model, callbacks, train-and-save.
 
-Each recipe (``sft.run``, ``dpo.run``) calls them in order and adds only what is its own: the
-collator and dataset, the trainer class and, for DPO, the reference model.
+Each recipe (``sft.run``, ``dpo.run``) starts from the plan (:mod:`finetuning.train.plan`, the
+same one `finetuning validate` builds), then calls these in order and adds only what is its own:
+the collator and dataset, the trainer class and, for DPO, the reference model.
 """
 
 from __future__ import annotations
@@ -9,44 +10,27 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from finetuning import __version__
-from finetuning.config.experiment import ExperimentConfig
 from finetuning.config.loading import LoadedConfig, resolved_dict
-from finetuning.data.preflight import build_report, encode_settings
-from finetuning.data.prepare import PreparedData, prepare_data
+from finetuning.data.tokenizer import save_for_inference
 from finetuning.errors import UserError
-from finetuning.model.hardware import hardware_problems
 from finetuning.model.loading import (
     apply_adapter,
     check_quantized_vocabulary,
     load_model,
     resize_for_tokenizer,
 )
-from finetuning.model.tokenizer import (
-    TokenizerSetup,
-    load_tokenizer,
-    save_for_inference,
-    setup_tokenizer,
-)
-from finetuning.report import write_report
-from finetuning.tracking import (
-    MlflowExtras,
-    Tracking,
-    flatten,
-    log_final_artifacts,
-    setup_tracking,
-)
+from finetuning.tracking import MlflowExtras, export_tracking, flatten, log_final_artifacts
 from finetuning.train import arguments
-from finetuning.train.batch import Resolved, resolve
 from finetuning.train.callbacks import InferenceTokenizerCallback, ThroughputCallback
-from finetuning.train.checkpoints import resolve_resume
 from finetuning.train.guards import FiniteCheckCallback, Preempted, PreemptionCallback
+from finetuning.train.plan import Plan, build_plan
+from finetuning.train.report import write_report
 from finetuning.train.summary import (
     RunSummary,
     check_writable,
@@ -56,45 +40,47 @@ from finetuning.train.summary import (
 
 logger = logging.getLogger(__name__)
 
-NEW_BASEMODEL_DEFAULT = "checkpoint-new-basemodel"
 
-
-@dataclass
+@dataclass(frozen=True)
 class RunContext:
-    """What the start of a run resolved; passed to the later stages.
+    """The plan of a run and the process it runs in; passed to the later stages.
 
     Attributes:
-        config: The experiment config.
-        resolved: Batch sizes and learning rate for this world size.
-        output_dir: Where checkpoints and the final model go.
-        resume: The checkpoint to resume from, or None.
-        tracking: MLflow settings, or None when tracking is off.
+        plan: Everything decided before the model loads (shared with `finetuning validate`).
         state: accelerate's ``PartialState`` (which process this is).
-        cli_args: The parsed command line (or None in-process).
         started: ``time.perf_counter()`` at the start.
     """
 
-    config: ExperimentConfig
-    resolved: Resolved
-    output_dir: Path
-    resume: str | None
-    tracking: Tracking | None
+    plan: Plan
     state: Any
-    cli_args: Any
     started: float
-    preflight_lines: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> Any:
+        return self.plan.config
 
     @property
     def is_main(self) -> bool:
         return bool(self.state.is_main_process)
 
 
-def start(loaded: LoadedConfig, default_lr: float, cli_args: Any = None) -> RunContext:
-    """Resolve batch sizes and learning rate, check the machine and outputs, find the resume point.
+@dataclass(frozen=True)
+class RunCallbacks:
+    """The trainer's callbacks, with a reference to each one the run reads back afterwards."""
+
+    throughput: ThroughputCallback
+    preemption: PreemptionCallback
+    mlflow: MlflowExtras | None
+    all: tuple[Any, ...]
+
+
+def start(loaded: LoadedConfig, cli_args: Any = None) -> RunContext:
+    """Build the plan, then act on it: create the output folder, seed, export tracking.
 
     Raises:
-        UserError: The config asks for hardware this machine lacks, the output directory is not
-            writable, or the resume setting cannot be satisfied.
+        UserError: Anything the plan finds (batch arithmetic, hardware this machine lacks,
+            outputs, resume point, tokenizer, data), or data that would make training
+            meaningless.
     """
     from accelerate import PartialState
 
@@ -104,93 +90,71 @@ def start(loaded: LoadedConfig, default_lr: float, cli_args: Any = None) -> RunC
     state = PartialState(
         cpu=bool(config.training_args.get("use_cpu")) or not arguments.has_accelerator()
     )
-    resolved = resolve(config, arguments.world_size(), default_lr)
-    arguments.log_resolved(config, resolved, loaded.notes if state.is_main_process else [])
-    problems = hardware_problems(config)
-    if problems:
-        raise UserError(problems[0] + " (this machine cannot run the config as written)")
-    output_dir, logging_dir = arguments.output_dirs(config)
+    plan = build_plan(
+        loaded, arguments.world_size(), cli_args, main_process_first=state.main_process_first
+    )
+    arguments.log_resolved(config, plan.resolved, list(plan.notes) if state.is_main_process else [])
     full = config.peft_conf.peft_type == "NO_PEFT"
-    check_writable(output_dir, estimated_checkpoint_bytes(config.run_conf.model, full))
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(logging_dir)
-    resume = resolve_resume(config.run_conf.resume_from_checkpoint, output_dir)
+    check_writable(plan.output_dir, estimated_checkpoint_bytes(config.run_conf.model, full))
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(plan.logging_dir)
     arguments.set_determinism(config)
-    tracking = setup_tracking(config, cli_args, output_dir)
-    return RunContext(config, resolved, output_dir, resume, tracking, state, cli_args, started)
-
-
-def prepare_tokenizer_and_data(ctx: RunContext) -> tuple[TokenizerSetup, PreparedData]:
-    """Set up the tokenizer and prepare the data (on the main process first; others reuse the cache).
-
-    Raises:
-        UserError: Bad data, or data that would make training meaningless.
-    """
-    config = ctx.config
-    setup = setup_tokenizer(config, load_tokenizer(config))
-    with ctx.state.main_process_first():
-        data = prepare_data(
-            config.data_conf,
-            setup.tokenizer,
-            encode_settings(config),
-            config.method,
-            num_workers=getattr(ctx.cli_args, "num_preprocess_workers", None),
-        )
-    report = build_report(config, setup, data)
-    ctx.preflight_lines = [*report.lines, *(f"WARNING: {w}" for w in report.warnings)]
-    if ctx.is_main:
+    if plan.tracking is not None:
+        export_tracking(plan.tracking)
+    report = plan.report
+    if state.is_main_process:
         logger.info("%s", report.format())
-        ctx.output_dir.mkdir(parents=True, exist_ok=True)
-        (ctx.output_dir / "data_preflight.txt").write_text(report.format() + "\n")
-        logger.info("wrote %s", ctx.output_dir / "data_preflight.txt")
+        (plan.output_dir / "data_preflight.txt").write_text(report.format() + "\n")
+        logger.info("wrote %s", plan.output_dir / "data_preflight.txt")
     if report.fatal:
         raise UserError(report.fatal)
-    return setup, data
+    return RunContext(plan, state, started)
 
 
-def prepare_model(ctx: RunContext, setup: TokenizerSetup) -> tuple[Any, bool]:
+def prepare_model(ctx: RunContext) -> tuple[Any, bool]:
     """Load the model, grow it for added tokens, save the new base (PEFT), apply the adapter.
 
     Returns:
         The model to train and whether its vocabulary was resized.
     """
-    config = ctx.config
-    check_quantized_vocabulary(config, setup.tokenizer)
+    plan = ctx.plan
+    config, tokenizer = plan.config, plan.setup.tokenizer
+    check_quantized_vocabulary(config, tokenizer)
     model = load_model(config, arguments.distributed_kind(config))
-    resized = resize_for_tokenizer(model, setup.tokenizer)
+    resized = resize_for_tokenizer(model, tokenizer)
     if resized and config.peft_conf.peft_type != "NO_PEFT" and ctx.is_main:
-        name = (
-            config.sft_args.save_name_if_new_basemodel if config.sft_args else NEW_BASEMODEL_DEFAULT
-        )
-        base_dir = ctx.output_dir / name
+        base_dir = plan.new_basemodel_dir
         model.save_pretrained(base_dir)
-        save_for_inference(setup.tokenizer, config.data_conf.chat_template_name, base_dir)
+        save_for_inference(tokenizer, config.data_conf.chat_template_name, base_dir)
         logger.info("saved the resized base model to %s (needed to merge the adapter)", base_dir)
     return apply_adapter(config, model, resized), resized
 
 
 def trainer_kwargs(ctx: RunContext) -> dict[str, Any]:
     """Keyword arguments for TrainingArguments / DPOConfig, tracking included."""
+    plan = ctx.plan
     kwargs = arguments.trainer_kwargs(
-        ctx.config, ctx.resolved, ctx.output_dir, ctx.tracking is not None
+        plan.config, plan.resolved, plan.output_dir, plan.tracking is not None
     )
-    if ctx.tracking is not None and ctx.tracking.run_name:
-        kwargs.setdefault("run_name", ctx.tracking.run_name)
+    if plan.tracking is not None and plan.tracking.run_name:
+        kwargs.setdefault("run_name", plan.tracking.run_name)
     return kwargs
 
 
-def callbacks(ctx: RunContext, setup: TokenizerSetup) -> tuple[ThroughputCallback, list[Any]]:
-    """The throughput callback (kept for the summary) and all callbacks for the trainer."""
-    throughput = ThroughputCallback()
-    template = ctx.config.data_conf.chat_template_name
+def callbacks(ctx: RunContext) -> RunCallbacks:
+    """All callbacks for the trainer, keeping the ones read after training at hand."""
+    plan = ctx.plan
+    throughput, preemption = ThroughputCallback(), PreemptionCallback()
+    template = plan.config.data_conf.chat_template_name
     found = [
         throughput,
-        InferenceTokenizerCallback(setup.tokenizer, template),
-        PreemptionCallback(),
+        InferenceTokenizerCallback(plan.setup.tokenizer, template),
+        preemption,
         FiniteCheckCallback(),
     ]
-    if ctx.tracking is not None:
-        resolved = ctx.resolved
-        params = flatten(resolved_dict(ctx.config), "config.")
+    mlflow = None
+    if plan.tracking is not None:
+        resolved = plan.resolved
+        params = flatten(resolved_dict(plan.config), "config.")
         params.update(
             {
                 "resolved.world_size": str(resolved.world_size),
@@ -200,49 +164,55 @@ def callbacks(ctx: RunContext, setup: TokenizerSetup) -> tuple[ThroughputCallbac
                 "resolved.learning_rate": str(resolved.learning_rate),
             }
         )
-        artifacts = [ctx.output_dir / "resolved_config.yaml", ctx.output_dir / "data_preflight.txt"]
+        out = plan.output_dir
+        artifacts = [out / "resolved_config.yaml", out / "data_preflight.txt"]
         tags = {
-            "finetuning.method": ctx.config.method,
-            "finetuning.model": ctx.config.run_conf.model,
-            "finetuning.peft_type": str(ctx.config.peft_conf.peft_type),
+            "finetuning.method": plan.config.method,
+            "finetuning.model": plan.config.run_conf.model,
+            "finetuning.peft_type": str(plan.config.peft_conf.peft_type),
             "finetuning.version": __version__,
         }
-        found.append(MlflowExtras(params, tags, artifacts, ctx.output_dir))
-    return throughput, found
+        mlflow = MlflowExtras(params, tags, artifacts, out)
+        found.append(mlflow)
+    return RunCallbacks(throughput, preemption, mlflow, tuple(found))
 
 
-def train_and_save(
-    ctx: RunContext, trainer: Any, setup: TokenizerSetup, throughput: ThroughputCallback
-) -> RunSummary:
+def train_and_save(ctx: RunContext, trainer: Any, callbacks: RunCallbacks) -> RunSummary:
     """Write the resolved config, train (resuming if asked), save the final model and summary."""
+    plan = ctx.plan
+    out = plan.output_dir
+    trained_config = plan.trained_config()
     if ctx.is_main:
-        ctx.output_dir.mkdir(parents=True, exist_ok=True)
-        with (ctx.output_dir / "resolved_config.yaml").open("w") as f:
-            yaml.safe_dump(resolved_dict(ctx.config), f, sort_keys=False)
-        logger.info("wrote %s", ctx.output_dir / "resolved_config.yaml")
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "resolved_config.yaml").open("w") as f:
+            f.write(plan.trained_config_header())
+            yaml.safe_dump(trained_config, f, sort_keys=False)
+        logger.info("wrote %s", out / "resolved_config.yaml")
     # Throughput first, so every logger (MLflow, TensorBoard) sees tokens/s in the same log.
     handler = trainer.callback_handler
-    handler.callbacks.sort(key=lambda cb: not isinstance(cb, ThroughputCallback))
-    result = trainer.train(resume_from_checkpoint=ctx.resume)
-    (preemption,) = [cb for cb in handler.callbacks if isinstance(cb, PreemptionCallback)]
+    handler.callbacks.sort(key=lambda cb: cb is not callbacks.throughput)
+    result = trainer.train(resume_from_checkpoint=plan.resume)
+    preemption = callbacks.preemption
     if preemption.stopped_at is not None:
-        checkpoint = ctx.output_dir / f"checkpoint-{preemption.stopped_at}"
+        checkpoint = out / f"checkpoint-{preemption.stopped_at}"
         raise Preempted(
             f"stopped by {preemption.signal_name} after step {preemption.stopped_at} and saved "
             f"{checkpoint}; run the same command again with resume_from_checkpoint: auto to continue"
         )
-    final_dir = ctx.output_dir / ctx.config.run_conf.final_checkpoint_name
+    final_dir = plan.final_dir
     trainer.save_model(str(final_dir))
     if trainer.is_world_process_zero():
-        save_for_inference(setup.tokenizer, ctx.config.data_conf.chat_template_name, final_dir)
-    summary = summarize(trainer, result, throughput, final_dir, time.perf_counter() - ctx.started)
-    if ctx.is_main:
-        summary.write(ctx.output_dir / "run_summary.json")
-        files = write_report(
-            ctx.output_dir, summary, resolved_dict(ctx.config), ctx.preflight_lines
+        save_for_inference(
+            plan.setup.tokenizer, plan.config.data_conf.chat_template_name, final_dir
         )
-        extras = [cb for cb in handler.callbacks if isinstance(cb, MlflowExtras)]
-        if extras:
-            log_final_artifacts(extras[0].run_id, [*files, ctx.output_dir / "run_summary.json"])
+    seconds = time.perf_counter() - ctx.started
+    summary = summarize(trainer, result, callbacks.throughput, final_dir, seconds)
+    if ctx.is_main:
+        summary.write(out / "run_summary.json")
+        report = plan.report
+        preflight_lines = [*report.lines, *(f"WARNING: {w}" for w in report.warnings)]
+        files = write_report(out, summary, trained_config, preflight_lines)
+        if callbacks.mlflow is not None:
+            log_final_artifacts(callbacks.mlflow.run_id, [*files, out / "run_summary.json"])
         logger.info("%s\n  report: %s", summary.format(), files[1])
     return summary

@@ -110,6 +110,40 @@ def estimated_checkpoint_bytes(model: str, full_parameter: bool) -> int:
     return weights * 3 if full_parameter else weights // 10
 
 
+def check_output_dir(output_dir: Path, needed_bytes: int = 0) -> None:
+    """Fail when ``output_dir`` could not be created and written, without creating anything.
+
+    The nearest folder that exists (``output_dir`` itself, or the parent it would be created
+    in) must be a writable folder with room for one checkpoint.
+
+    Raises:
+        UserError: A file is in the way, the folder is not writable, or its disk is too full.
+    """
+    existing = output_dir.absolute()
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(
+            f"training_args.output_dir: cannot write to {output_dir}: {existing} is not a "
+            "folder (set output_dir or $CHECKPOINTS_PATH to a writable folder)"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(
+            f"training_args.output_dir: cannot write to {output_dir}: {existing} is not "
+            "writable (set output_dir or $CHECKPOINTS_PATH to a writable folder)"
+        )
+    _check_room(output_dir, existing, needed_bytes)
+
+
+def _check_room(output_dir: Path, existing: Path, needed_bytes: int) -> None:
+    free = shutil.disk_usage(existing).free
+    if needed_bytes and free < needed_bytes:
+        raise UserError(
+            f"training_args.output_dir: {output_dir} has {free / 2**30:.1f} GiB free, but one "
+            f"checkpoint needs about {needed_bytes / 2**30:.1f} GiB: free space or choose another folder"
+        )
+
+
 def check_writable(output_dir: Path, needed_bytes: int = 0) -> None:
     """Fail before training when ``output_dir`` cannot be written or has no room for a checkpoint.
 
@@ -128,9 +162,4 @@ def check_writable(output_dir: Path, needed_bytes: int = 0) -> None:
         ) from None
     if not os.access(output_dir, os.W_OK):  # pragma: no cover - caught above on most systems
         raise UserError(f"training_args.output_dir: {output_dir} is not writable")
-    free = shutil.disk_usage(output_dir).free
-    if needed_bytes and free < needed_bytes:
-        raise UserError(
-            f"training_args.output_dir: {output_dir} has {free / 2**30:.1f} GiB free, but one "
-            f"checkpoint needs about {needed_bytes / 2**30:.1f} GiB: free space or choose another folder"
-        )
+    _check_room(output_dir, output_dir, needed_bytes)
