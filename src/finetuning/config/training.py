@@ -1,4 +1,4 @@
-"""Batch size, learning-rate overrides and SFT-specific arguments."""
+"""Batch size, learning-rate overrides and SFT- and DPO-specific arguments."""
 
 from __future__ import annotations
 
@@ -50,3 +50,12 @@ class SFTArguments(StrictModel):
     padding_free: bool = True
     """(ours) Concatenate the examples of a micro-batch into one row with position ids restarting
     at each example, so no padding is computed. False pads each batch instead."""
+
+
+class DPOArguments(StrictModel):
+    """Direct preference optimisation arguments (ours; TRL's own are in training_args)."""
+
+    padding_free: bool = True
+    """(ours) Pack each micro-batch's chosen and rejected sequences into one row (position ids
+    restarting at each sequence, attention kept inside each), so no padding is computed; the
+    loss, rewards and gradients equal the padded batch's. False uses TRL's padded batches."""

@@ -236,20 +236,21 @@ def register() -> None:
     AttentionMaskInterface.register(VARLEN, no_mask_when_unpadded)
 
 
-def varlen_available(device: Any, dtype: Any) -> bool:
-    """Whether torch's varlen FlashAttention can run for this device and dtype (Ampere or newer)."""
+def varlen_available() -> bool:
+    """Whether torch's varlen FlashAttention can run here (a CUDA GPU, Ampere or newer).
+
+    The dtype is checked on each call (bf16/fp16, also under autocast), since the model is
+    usually still on the CPU, in fp32, when the implementation is chosen.
+    """
     import torch
 
-    if getattr(device, "type", str(device)) != "cuda" or dtype not in (
-        torch.float16,
-        torch.bfloat16,
-    ):
+    if not torch.cuda.is_available():
         return False
     try:
         from torch.nn.attention.varlen import varlen_attn  # noqa: F401
     except ImportError:
         return False
-    return torch.cuda.get_device_capability(device)[0] >= 8
+    return torch.cuda.get_device_capability()[0] >= 8
 
 
 def choose(model: Any, requested: str | None) -> str:
@@ -268,8 +269,7 @@ def choose(model: Any, requested: str | None) -> str:
         return current  # eager, flash_attention_2/3, flex...: what the user asked for
     register()
     reset_kernels_ran()
-    weight = base.get_input_embeddings().weight
-    name = VARLEN if varlen_available(weight.device, weight.dtype) else PER_EXAMPLE
+    name = VARLEN if varlen_available() else PER_EXAMPLE
     base.set_attn_implementation(name)
     return name
 
