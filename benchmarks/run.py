@@ -320,7 +320,7 @@ def main() -> None:
         pre_cold, pre_cached = preprocessing(spec)
         ordered = sorted(lengths)
         out = [
-            f"Command: `python benchmarks/run.py {' '.join(sys.argv[1:])}`".replace(" `", "`", 0),
+            f"Command: `python benchmarks/run.py {' '.join(sys.argv[1:])}`",
             "",
             f"Model: Llama-style, {model['params'] / 1e6:.1f}M parameters ({layers} layers, hidden "
             f"{hidden}), {args.device} ({platform.machine()}, {os.cpu_count()} cores); data: "
@@ -380,7 +380,7 @@ def main() -> None:
                 raw = run_child("ours", scaled, workdir, tag=f"-scale-{batch}x{length}")
                 rows.append((batch, length, summarize(raw, 1, model, peak)))
                 print(
-                    f"scaling {batch}x{length}: {rows[-1][1]['peak_rss_mb']:,.0f} MB",
+                    f"scaling {batch}x{length}: {rows[-1][2]['peak_rss_mb']:,.0f} MB",
                     file=sys.stderr,
                 )
             baseline = _model_only_rss(spec)
