@@ -31,7 +31,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SIZES = {
     # name: (hidden, layers, heads, intermediate)
-    "tiny": (128, 2, 4, 256),  # a smoke test of the script
+    "tiny": (128, 2, 4, 256),  # a smoke test of the script; the scaling rows on a busy machine
+    "3m": (256, 4, 4, 704),  # ~3.7M parameters, like the model of issue 16's figures
     "small": (512, 6, 8, 1408),  # ~20M parameters with the 1k vocabulary
     "1b": (2048, 16, 16, 5632),  # ~1B parameters
 }
@@ -281,6 +282,9 @@ def main() -> None:
         "--scaling", default="8x512,8x2048,16x2048", help="micro-batches (examples x tokens)"
     )
     parser.add_argument("--scaling-steps", type=int, default=3)
+    parser.add_argument(
+        "--scaling-size", choices=sorted(SIZES), default=None, help="default: --size"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown here")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -371,6 +375,17 @@ def main() -> None:
         out.append("")
         if "scaling" not in skip:
             rows = []
+            scaling_size = args.scaling_size or args.size
+            if scaling_size != args.size:
+                hidden, layers, heads, intermediate = SIZES[scaling_size]
+                spec["model"] = str(
+                    build_model(
+                        workdir / "scaling-model", "llama", hidden_size=hidden, num_layers=layers,
+                        num_heads=heads, intermediate_size=intermediate,
+                    )
+                )  # fmt: skip
+                model = {"params": _count_params(AutoConfig.from_pretrained(spec["model"])),
+                         "layers": layers, "hidden": hidden}  # fmt: skip
             for item in args.scaling.split(","):
                 batch, length = (int(x) for x in item.lower().split("x"))
                 fixed = workdir / f"fixed-{length}.jsonl"
@@ -385,7 +400,8 @@ def main() -> None:
                 )
             baseline = _model_only_rss(spec)
             out += [
-                "### Scaling (finetuning, fixed-length examples)",
+                f"### Scaling (finetuning, fixed-length examples, {model['params'] / 1e6:.1f}M "
+                f"parameters, {args.scaling_steps} steps, the first excluded)",
                 "",
                 *scaling_table(rows, baseline),
                 "",
