@@ -1,15 +1,18 @@
 """One measured training run in its own process (called by benchmarks/run.py).
 
-Usage: python benchmarks/trainer_child.py {ours,trl} SPEC.json RESULT.json
+Usage: python benchmarks/trainer_child.py SYSTEM SPEC.json RESULT.json
 
-Both systems train the same local model on the same data with the same batch size and learning
-rate. ``Trainer.training_step`` is wrapped to count, for every micro-batch, the tokens computed
-(the input tensor's size, padding included) and the real tokens (attention mask, or all tokens
-when there is no padding), and to time each step.
+SYSTEM is one of ``ours`` / ``trl`` / ``trl_pf`` (SFT: our engine, TRL's SFTTrainer padded, TRL's
+SFTTrainer with ``padding_free=True``) or ``ours_dpo`` / ``trl_dpo`` (DPO: our packed DPO, TRL's
+DPOTrainer padded). All train the same local model on the same data with the same batch size and
+learning rate. ``Trainer.training_step`` is wrapped to record, for every micro-batch, the tokens
+computed (the input tensor's size, padding included), the real tokens, the sum of the squared
+example lengths (for attention FLOPs) and the step's end time.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -22,18 +25,35 @@ import psutil
 PROCESS_START = psutil.Process().create_time()
 
 
+def example_lengths(inputs: dict) -> list[int]:
+    """The real sequences' lengths in a micro-batch (packed rows or padded rows)."""
+    cu = inputs.get("cu_seq_lens_q")
+    if cu is not None:
+        cu = cu.tolist()
+        return [b - a for a, b in itertools.pairwise(cu)]
+    mask = inputs.get("attention_mask")
+    if mask is not None:
+        return [int(n) for n in mask.sum(1).tolist()]
+    positions = inputs.get("position_ids")
+    if positions is not None:
+        starts = [*(positions[0] == 0).nonzero().flatten().tolist(), positions.shape[1]]
+        return [b - a for a, b in itertools.pairwise(starts)]
+    ids = inputs["input_ids"]
+    return [ids.shape[1]] * ids.shape[0]
+
+
 def instrument(record: dict) -> None:
     from transformers import Trainer
 
     original = Trainer.training_step
 
     def training_step(self, model, inputs, *args, **kwargs):
-        ids = inputs["input_ids"]
-        mask = inputs.get("attention_mask")
-        real = int(mask.sum()) if mask is not None else ids.numel()
+        lengths = example_lengths(inputs)
         loss = original(self, model, inputs, *args, **kwargs)
-        record["computed"].append(ids.numel())
+        real = sum(lengths)
+        record["computed"].append(inputs["input_ids"].numel())
         record["real"].append(real)
+        record["squares"].append(sum(n * n for n in lengths))
         record["ends"].append(time.time())
         if record["first_step"] is None:
             record["first_step"] = time.time() - PROCESS_START
@@ -42,11 +62,8 @@ def instrument(record: dict) -> None:
     Trainer.training_step = training_step
 
 
-def run_ours(spec: dict, record: dict) -> None:
-    from finetuning.config.loading import load_config_dict
-    from finetuning.train import sft
-
-    config = {
+def _common_config(spec: dict) -> dict:
+    return {
         "data_conf": {
             "training_data": {"type": "CONCATENATION", "datasets": [{"path": spec["data"]}]},
             "chat_template_name": "keep-original",
@@ -62,16 +79,34 @@ def run_ours(spec: dict, record: dict) -> None:
         },
         "peft_conf": {"peft_type": "NO_PEFT"},
         "run_conf": {"model": spec["model"], "model_args": {"attn_implementation": spec["attn"]}},
-        "sft_args": {"max_seq_length": spec["max_length"]},
     }  # fmt: skip
-    sft.run(load_config_dict(config, "sft"))
 
 
-def run_trl(spec: dict, record: dict) -> None:
+def run_ours(spec: dict, record: dict) -> None:
+    from finetuning.config.loading import load_config_dict
+    from finetuning.train import sft
+
+    config = {**_common_config(spec), "sft_args": {"max_seq_length": spec["max_length"]}}
+    summary = sft.run(load_config_dict(config, "sft"))
+    record["attention"] = summary.attention
+
+
+def run_ours_dpo(spec: dict, record: dict) -> None:
+    from finetuning.config.loading import load_config_dict
+    from finetuning.train import dpo
+
+    config = _common_config(spec)
+    config["training_args"].update(
+        {"max_length": spec["max_length"], "beta": 0.1, "loss_type": ["sigmoid"]}
+    )
+    config["data_conf"]["training_data"]["datasets"][0]["path"] = spec["dpo_data"]
+    summary = dpo.run(load_config_dict(config, "dpo"))
+    record["attention"] = summary.attention
+
+
+def _model_and_tokenizer(spec: dict):
     import torch
-    from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(spec["model"])
     tokenizer.pad_token = tokenizer.bos_token
@@ -79,12 +114,24 @@ def run_trl(spec: dict, record: dict) -> None:
     model = AutoModelForCausalLM.from_pretrained(
         spec["model"], dtype=dtype, attn_implementation=spec["attn"]
     )
+    if spec["device"] == "cuda":
+        model = model.cuda()
+    return model, tokenizer
+
+
+def run_trl(spec: dict, record: dict, padding_free: bool = False) -> None:
+    from datasets import load_dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, tokenizer = _model_and_tokenizer(spec)
     args = SFTConfig(
         output_dir=spec["out"], learning_rate=spec["lr"], max_steps=spec["steps"], logging_steps=1,
         save_strategy="no", report_to=[], per_device_train_batch_size=spec["batch"],
         use_cpu=spec["device"] == "cpu", bf16=spec["device"] == "cuda", seed=0,
-        max_length=spec["max_length"], dataloader_num_workers=0,
-        activation_checkpointing=False,
+        # TRL refuses max_length with padding_free (it cannot enforce it without packing); the
+        # data is generated within max_length, so both see the same examples.
+        max_length=None if padding_free else spec["max_length"], padding_free=padding_free,
+        dataloader_num_workers=0, activation_checkpointing=False,
     )  # fmt: skip
     dataset = load_dataset("json", data_files=spec["data"], split="train")
     started = time.perf_counter()
@@ -93,15 +140,46 @@ def run_trl(spec: dict, record: dict) -> None:
     trainer.train()
 
 
+def run_trl_dpo(spec: dict, record: dict) -> None:
+    from datasets import load_dataset
+    from trl import DPOConfig, DPOTrainer
+
+    model, tokenizer = _model_and_tokenizer(spec)
+    args = DPOConfig(
+        output_dir=spec["out"], learning_rate=spec["lr"], max_steps=spec["steps"], logging_steps=1,
+        save_strategy="no", report_to=[], per_device_train_batch_size=spec["batch"],
+        use_cpu=spec["device"] == "cpu", bf16=spec["device"] == "cuda", seed=0,
+        max_length=spec["max_length"], dataloader_num_workers=0, beta=0.1, loss_type=["sigmoid"],
+        activation_checkpointing=False,
+    )  # fmt: skip
+    dataset = load_dataset("json", data_files=spec["trl_dpo_data"], split="train")
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()
+
+
+SYSTEMS = {
+    "ours": run_ours,
+    "trl": run_trl,
+    "trl_pf": lambda spec, record: run_trl(spec, record, padding_free=True),
+    "ours_dpo": run_ours_dpo,
+    "trl_dpo": run_trl_dpo,
+}
+
+
 def main() -> None:
     system, spec_path, result_path = sys.argv[1:4]
     spec = json.loads(Path(spec_path).read_text())
     os.environ.setdefault("FINETUNING_CACHE_DIR", spec["cache"])
-    record = {"computed": [], "real": [], "ends": [], "first_step": None}
+    record = {"computed": [], "real": [], "squares": [], "ends": [], "first_step": None}
     instrument(record)
-    started = time.time()
-    (run_ours if system == "ours" else run_trl)(spec, record)
-    record["total_seconds"] = time.time() - started
+    SYSTEMS[system](spec, record)
+    if system == "ours_dpo" and set(record["attention"]) & {
+        "per-example sdpa",
+        "varlen_attn (CUDA)",
+    }:
+        # Packed DPO receives TRL's padded batch but runs only its real tokens, in one row.
+        record["computed"] = list(record["real"])
+    record["total_seconds"] = time.time() - PROCESS_START
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if spec["device"] == "cuda":
         import torch

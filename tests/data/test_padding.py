@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 import pytest
+import torch
 
 from finetuning.config.loading import load_config_dict
 from finetuning.data.collate import PaddedCollator, PaddingFreeCollator
@@ -90,3 +91,7 @@ def test_padding_free_collator():
     # Each example's first label is masked: it would be predicted across the boundary.
     assert batch["labels"].tolist() == [[-100, -100, 6, 7, -100, 8]]
     assert "attention_mask" not in batch
+    # The boundaries, under the names of transformers' flash-attention kwargs.
+    assert batch["cu_seq_lens_q"].tolist() == batch["cu_seq_lens_k"].tolist() == [0, 4, 6]
+    assert batch["cu_seq_lens_q"].dtype == torch.int32
+    assert batch["max_length_q"] == batch["max_length_k"] == 4

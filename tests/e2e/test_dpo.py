@@ -46,6 +46,9 @@ def test_dpo_lora_margins_rise(tmp_path, tiny_llama, preference_data):
     assert (out / "checkpoint-final" / "adapter_model.safetensors").is_file()
     assert "rewards: accuracy" in result.stderr
     assert summary(out)["rewards"]["rewards/accuracies"] > 0.5
+    # Packed by default: chosen and rejected in one row, per-example attention.
+    assert "DPO: chosen and rejected packed into one row" in result.stderr
+    assert summary(out)["attention"] == ["per-example sdpa"]
 
 
 def test_full_parameter_dpo_with_ipo_from_an_sft_model(

@@ -44,6 +44,7 @@ def test_lora_keep_original(tmp_path, tiny_llama, chat_data):
     _train(tmp_path, config)
     history = losses(out)
     assert history[-1] < history[0] - 0.4, history
+    assert summary(out)["attention"] == ["per-example sdpa"]  # padding-free, no dense mask
     final = out / "checkpoint-final"
     assert (final / "adapter_model.safetensors").is_file()
     assert not (final / "model.safetensors").exists()  # the adapter only

@@ -9,12 +9,16 @@ import pytest
 import torch
 
 from finetuning.data.collate import PaddedCollator, PaddingFreeCollator
+from finetuning.model import attention
 from finetuning.model.packing import keeps_examples_apart
 from finetuning.train.loss import chunked_causal_lm_loss
+
+attention.register()
 
 ATTENTION = [
     "sdpa",
     "eager",
+    attention.PER_EXAMPLE,
     pytest.param(
         "flash_attention_2",
         marks=pytest.mark.skipif(
@@ -36,16 +40,20 @@ def _examples(seed=0, lengths=(9, 4, 13)):
     return out
 
 
-def _model(path, attn):
+def _model(path, attn, **config):
     from transformers import AutoModelForCausalLM
 
-    device = "cuda" if attn == "flash_attention_2" else "cpu"
+    device = "cuda" if attn in ("flash_attention_2", attention.VARLEN) else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     return (
-        AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn, dtype=dtype)
+        AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn, dtype=dtype, **config)
         .to(device)
         .eval()
     )
+
+
+def _to(batch, device):
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 @pytest.mark.parametrize("attn", ATTENTION)
@@ -54,8 +62,8 @@ def test_padding_free_loss_equals_padded_loss(attn, architecture, request):
     model = _model(request.getfixturevalue(architecture), attn)
     examples = _examples()
     device = model.device
-    padded = {k: v.to(device) for k, v in PaddedCollator(pad_id=0, side="right")(examples).items()}
-    packed = {k: v.to(device) for k, v in PaddingFreeCollator()(examples).items()}
+    padded = _to(PaddedCollator(pad_id=0, side="right")(examples), device)
+    packed = _to(PaddingFreeCollator()(examples), device)
     with torch.no_grad():
         padded_loss = model(**padded, use_cache=False).loss
         packed_loss = model(**packed, use_cache=False).loss
@@ -76,20 +84,22 @@ def test_left_padding_gives_the_same_loss(attn, tiny_llama):
     torch.testing.assert_close(losses[2], losses[0], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", attention.PER_EXAMPLE])
 def test_the_packing_check_accepts_models_that_keep_examples_apart(attn, tiny_llama):
-    assert keeps_examples_apart(_model(tiny_llama, attn))
+    assert keeps_examples_apart(_model(tiny_llama, attn), PaddingFreeCollator())
 
 
-def test_the_packing_check_rejects_a_model_whose_examples_mix(tiny_llama):
-    model = _model(tiny_llama, "sdpa")
+@pytest.mark.parametrize("attn", ["sdpa", attention.PER_EXAMPLE])
+def test_the_packing_check_rejects_a_model_whose_examples_mix(attn, tiny_llama):
+    model = _model(tiny_llama, attn)
     original = model.forward
 
     def ignores_position_resets(*args, position_ids=None, **kwargs):
-        return original(*args, **kwargs)  # drops the position ids: examples attend to each other
+        kwargs = {k: v for k, v in kwargs.items() if not k.startswith(("cu_seq", "max_length"))}
+        return original(*args, **kwargs)  # drops the boundaries: examples attend to each other
 
     model.forward = ignores_position_resets
-    assert not keeps_examples_apart(model)
+    assert not keeps_examples_apart(model, PaddingFreeCollator())
 
 
 @pytest.mark.parametrize("num_items", [None, 17])
@@ -136,3 +146,102 @@ def test_chunked_loss_keeps_no_full_fp32_copy_for_backward():
     assert default >= full_fp32  # the default keeps fp32 log-probabilities of every token
     # Ours keeps only views of the bf16 logits (no new storage) and the labels.
     assert ours <= logits.numel() * logits.element_size() + 2048 * 8 * 2, ours
+
+
+# Per-example attention (finetuning.model.attention): loss and gradients of a padding-free batch
+# equal the padded batch's, with no dense mask built.
+
+# Lengths with a 1-token example, two of equal length, and ones longer than Mistral's window.
+LENGTHS = {"several": (9, 1, 13, 4, 4), "one": (11,)}
+SLIDING = {
+    "tiny_llama": {},
+    "tiny_mistral": {"sliding_window": 4},
+    # Layer 0 full attention, layer 1 a window of 4: the window is per layer.
+    "tiny_qwen": {"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1},
+}
+
+
+def _loss_and_grads(model, batch):
+    model.zero_grad()
+    loss = model(**batch, use_cache=False).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("lengths", LENGTHS.values(), ids=LENGTHS.keys())
+@pytest.mark.parametrize("architecture", ["tiny_llama", "tiny_mistral", "tiny_qwen"])
+def test_per_example_attention_gives_the_padded_loss_and_gradients(architecture, lengths, request):
+    path = request.getfixturevalue(architecture)
+    examples = _examples(seed=7, lengths=lengths)
+    padded_model = _model(path, "sdpa", **SLIDING[architecture])
+    model = _model(path, "sdpa", **SLIDING[architecture])
+    assert attention.choose(model, None) == attention.PER_EXAMPLE
+    padded_loss, padded_grads = _loss_and_grads(
+        padded_model, PaddedCollator(pad_id=0, side="right")(examples)
+    )
+    loss, grads = _loss_and_grads(model, PaddingFreeCollator()(examples))
+    assert attention.kernels_ran() == ["per-example sdpa"]
+    torch.testing.assert_close(loss, padded_loss, atol=1e-6, rtol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, padded_grads[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_the_sliding_window_is_kept_inside_each_example(tiny_mistral):
+    # With a window of 4 the 13-token example sees fewer keys than with full attention, so the
+    # loss differs from the full-attention one (and equals the padded sliding-window loss above).
+    examples = _examples(seed=7, lengths=(13, 9))
+    batch = PaddingFreeCollator()(examples)
+    losses = []
+    for window in (4, None):
+        model = _model(tiny_mistral, attention.PER_EXAMPLE, sliding_window=window)
+        with torch.no_grad():
+            losses.append(model(**batch, use_cache=False).loss)
+    assert abs(losses[0] - losses[1]) > 1e-4
+
+
+def test_no_dense_mask_is_built_for_a_padding_free_batch(tiny_llama, monkeypatch):
+    import transformers.masking_utils as masking
+
+    built = []
+    original = masking.sdpa_mask
+
+    def counting_sdpa_mask(*args, **kwargs):
+        mask = original(*args, **kwargs)
+        built.append(mask)
+        return mask
+
+    monkeypatch.setattr(masking, "sdpa_mask", counting_sdpa_mask)
+    model = _model(tiny_llama, attention.PER_EXAMPLE)
+    examples = _examples(lengths=(40, 30, 50))
+    with torch.no_grad():
+        model(**PaddingFreeCollator()(examples), use_cache=False)
+        assert built == []  # no mask at all, let alone 120 x 120
+        model(**PaddedCollator(pad_id=0)(examples), use_cache=False)
+    assert len(built) == 1 and built[0].shape[-1] == 50  # padded batches keep sdpa's mask
+
+
+def test_choose_keeps_what_the_user_asked_for(tiny_llama):
+    eager = _model(tiny_llama, "eager")
+    assert attention.choose(eager, "eager") == "eager"
+    assert eager.config._attn_implementation == "eager"
+    model = _model(tiny_llama, "sdpa")
+    assert attention.choose(model, "sdpa") == attention.PER_EXAMPLE  # varlen needs CUDA bf16
+    attention.restore_sdpa(model)
+    assert model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="varlen_attn needs a CUDA GPU")
+@pytest.mark.parametrize("architecture", ["tiny_llama", "tiny_mistral"])
+def test_varlen_attention_gives_the_padded_loss_on_cuda(architecture, request):
+    path = request.getfixturevalue(architecture)
+    examples = _examples(seed=7, lengths=LENGTHS["several"])
+    padded = PaddedCollator(pad_id=0)(examples)
+    packed = PaddingFreeCollator()(examples)
+    losses = []
+    for attn, batch in (("sdpa", padded), (attention.VARLEN, packed)):
+        model = _model(path, attn, **SLIDING[architecture])
+        batch = _to(batch, "cuda")
+        with torch.no_grad():
+            losses.append(model(**batch, use_cache=False).loss.float())
+    assert attention.kernels_ran() == ["varlen_attn (CUDA)"]
+    torch.testing.assert_close(losses[1], losses[0], atol=2e-2, rtol=2e-2)

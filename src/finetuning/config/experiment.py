@@ -12,7 +12,7 @@ from finetuning.config.quantization import NoQuantizationConfig, QuantizationCon
 from finetuning.config.run import RunConfig
 from finetuning.config.strict import StrictModel
 from finetuning.config.tracking import FinetuningTrackingConfig
-from finetuning.config.training import BatchsizeConfig, Overrides, SFTArguments
+from finetuning.config.training import BatchsizeConfig, DPOArguments, Overrides, SFTArguments
 from finetuning.config.training_args import check_training_args, translate_legacy
 from finetuning.errors import Problem
 
@@ -99,6 +99,8 @@ class DPOExperimentConfig(_ExperimentBase):
 
     sft_args: None = Field(default=None)
     """Must be absent or null for DPO."""
+    dpo_args: DPOArguments = Field(default_factory=DPOArguments)
+    """DPO specific arguments."""
     method: Literal["dpo"] = "dpo"
     """The training method; defaults to the subcommand."""
 

@@ -1,4 +1,4 @@
-"""Batch size, learning-rate overrides and SFT-specific arguments."""
+"""Batch size, learning-rate overrides and SFT- and DPO-specific arguments."""
 
 from __future__ import annotations
 
@@ -58,3 +58,12 @@ def new_basemodel_name(sft_args: SFTArguments | None) -> str:
     DPO has no ``sft_args``; it uses the same default as SFT.
     """
     return (sft_args or SFTArguments()).save_name_if_new_basemodel
+
+
+class DPOArguments(StrictModel):
+    """Direct preference optimisation arguments (ours; TRL's own are in training_args)."""
+
+    padding_free: bool = True
+    """(ours) Pack each micro-batch's chosen and rejected sequences into one row (position ids
+    restarting at each sequence, attention kept inside each), so no padding is computed; the
+    loss, rewards and gradients equal the padded batch's. False uses TRL's padded batches."""

@@ -29,9 +29,12 @@ class SFTDataset:
 class PaddingFreeCollator:
     """Concatenate the examples of a micro-batch into one row, position ids restarting per example.
 
-    No pad token is computed. transformers builds a block-diagonal attention from the position
-    id resets (there is no attention mask and no KV cache), so attention never crosses examples.
-    The first label of each example is masked, because in the packed row it would be predicted
+    No pad token is computed. The examples' boundaries go with the batch as
+    ``cu_seq_lens_q/k`` and ``max_length_q/k`` (the names of transformers' flash-attention kwargs,
+    which models pass through to the attention function): the per-example attention of
+    :mod:`finetuning.model.attention` and flash-attention use them, so attention never crosses
+    examples and no ``S x S`` mask is built. Other implementations (eager, plain sdpa) ignore
+    them and build a block-diagonal mask from the position id resets instead. The first label of each example is masked, because in the packed row it would be predicted
     from the previous example's last token; in a padded batch that label is never used either,
     so the loss equals the padded batch's loss.
     """
@@ -43,12 +46,29 @@ class PaddingFreeCollator:
         labels = [np.asarray(e["labels"]).copy() for e in examples]
         for lab in labels:
             lab[0] = IGNORE
-        positions = np.concatenate([np.arange(len(e["input_ids"])) for e in examples])
+        lengths = [len(e["input_ids"]) for e in examples]
+        positions = np.concatenate([np.arange(n) for n in lengths])
         return {
             "input_ids": torch.from_numpy(ids.astype(np.int64))[None],
             "labels": torch.from_numpy(np.concatenate(labels).astype(np.int64))[None],
             "position_ids": torch.from_numpy(positions.astype(np.int64))[None],
+            **boundaries(lengths),
         }
+
+
+def boundaries(lengths: list[int]) -> dict[str, Any]:
+    """The flash-attention kwargs of a packed row: cumulative lengths (int32) and the longest."""
+    import torch
+
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(lengths, dtype=torch.int32).cumsum(0)
+    longest = max(lengths)
+    return {
+        "cu_seq_lens_q": cu,
+        "cu_seq_lens_k": cu,
+        "max_length_q": longest,
+        "max_length_k": longest,
+    }
 
 
 @dataclass

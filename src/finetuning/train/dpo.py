@@ -8,12 +8,18 @@ data (prompt / chosen / rejected ids from our templates), the reference model an
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 from finetuning.config.loading import LoadedConfig
+from finetuning.data.collate import PaddingFreeCollator
 from finetuning.data.prepare import EncodedSplit
-from finetuning.train import arguments, stages
+from finetuning.model import attention
+from finetuning.model.packing import keeps_examples_apart
+from finetuning.train import arguments, packed_dpo, stages
 from finetuning.train.summary import RunSummary
+
+logger = logging.getLogger(__name__)
 
 
 def preference_dataset(split: EncodedSplit) -> Any:
@@ -25,13 +31,15 @@ def preference_dataset(split: EncodedSplit) -> Any:
     return Dataset.from_list(rows)
 
 
-def pretokenized_trainer_class() -> type:
-    """TRL's DPOTrainer, minus its own tokenisation of the datasets.
+def pretokenized_trainer_class(packed: bool = False) -> type:
+    """TRL's DPOTrainer, minus its own tokenisation of the datasets; packed when asked.
 
     TRL 1.16 always re-tokenises text datasets (joining prompt and completion strings and taking
     their common token prefix). Our datasets are already tokenised from our templates, with the
     prompt/completion boundary checked, so the one hook that prepares datasets returns them as
-    they are. This is the only override; the training loop is TRL's.
+    they are. With ``packed``, the policy's and the reference's forwards run each micro-batch as
+    one packed row (:mod:`finetuning.train.packed_dpo`), wrapped on their first use (the loss or
+    the reference log-probs). The training loop and the loss are TRL's.
     """
     from trl import DPOTrainer
 
@@ -39,7 +47,24 @@ def pretokenized_trainer_class() -> type:
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             return dataset
 
-    return PretokenizedDPOTrainer
+    if not packed:
+        return PretokenizedDPOTrainer
+
+    class PackedDPOTrainer(PretokenizedDPOTrainer):
+        def _pack(self):
+            for model in (self.model, self.ref_model):
+                if model is not None:
+                    packed_dpo.install(model)
+
+        def compute_ref_log_probs(self, model, inputs):
+            self._pack()
+            return super().compute_ref_log_probs(model, inputs)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            self._pack()
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return PackedDPOTrainer
 
 
 def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
@@ -61,6 +86,20 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
     config, data = plan.config, plan.data
     model, _ = stages.prepare_model(ctx)
 
+    # Packed batches (per-example attention, no padding) unless switched off or the model mixes
+    # packed sequences; then TRL's padded batches.
+    packed = config.dpo_args.padding_free
+    if packed:
+        kernel = attention.choose(model, config.run_conf.model_args.attn_implementation)
+        packed = keeps_examples_apart(model, PaddingFreeCollator())
+        if packed:
+            logger.info(
+                "DPO: chosen and rejected packed into one row; %s", attention.describe(kernel)
+            )
+        else:
+            attention.restore_sdpa(model)
+            logger.warning("this model does not keep packed sequences apart: padded DPO batches")
+
     # Reference: with an adapter, the base with the adapter disabled (no copy); with
     # precomputed reference log-probs, none is kept; otherwise one frozen copy of the start.
     ref_model = None
@@ -72,7 +111,7 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
     kwargs = stages.trainer_kwargs(ctx)
     kwargs["include_num_input_tokens_seen"] = "non_padding"
     callbacks = stages.callbacks(ctx)
-    trainer = pretokenized_trainer_class()(
+    trainer = pretokenized_trainer_class(packed)(
         model=model,
         ref_model=ref_model,
         args=arguments.build_training_arguments(DPOConfig, kwargs),

@@ -7,6 +7,7 @@ from typing import Any
 
 from finetuning.config.loading import LoadedConfig
 from finetuning.data.collate import PaddedCollator, PaddingFreeCollator, SFTDataset
+from finetuning.model import attention
 from finetuning.model.packing import keeps_examples_apart
 from finetuning.train import arguments, stages
 from finetuning.train.loss import chunked_causal_lm_loss
@@ -39,14 +40,18 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
     kwargs = stages.trainer_kwargs(ctx)
     tokenizer = setup.tokenizer
     padding_free = config.sft_args.padding_free
-    if padding_free and not keeps_examples_apart(model):
+    if padding_free:  # per-example attention, no dense mask (unless the user chose a kernel)
+        kernel = attention.choose(model, config.run_conf.model_args.attn_implementation)
+    if padding_free and not keeps_examples_apart(model, PaddingFreeCollator()):
         logger.warning(
             "this model/attention implementation does not keep packed examples apart: falling "
             "back to padded batches grouped by length"
         )
         padding_free = False
+        attention.restore_sdpa(model)
         kwargs.setdefault("train_sampling_strategy", "group_by_length")
     if padding_free:
+        logger.info("%s", attention.describe(kernel))
         collator: Any = PaddingFreeCollator()
         kwargs["include_num_input_tokens_seen"] = "all"  # a packed row has no padding
     else:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from finetuning.errors import UserError
+from finetuning.model import attention
 
 
 @dataclass
@@ -28,6 +29,8 @@ class RunSummary:
         history: The trainer's log history.
         rewards: DPO reward metrics of the last training log (accuracy, margin, ...).
         first_step_seconds: From process start to the end of the first optimizer step.
+        attention: The attention kernels that ran (e.g. "per-example sdpa"); empty when none of
+            ours was used and transformers' own implementation ran.
     """
 
     steps: int
@@ -40,6 +43,7 @@ class RunSummary:
     history: list[dict[str, Any]] = field(default_factory=list)
     rewards: dict[str, float] = field(default_factory=dict)
     first_step_seconds: float | None = None
+    attention: list[str] = field(default_factory=list)
 
     def write(self, path: Path) -> None:
         """Write the summary and the log history as JSON (for scripts and the run report)."""
@@ -61,6 +65,7 @@ class RunSummary:
                 if self.rewards
                 else []
             ),
+            *([f"  attention: {', '.join(self.attention)}"] if self.attention else []),
             f"  outputs: {self.final_dir}",
         ]
         return "\n".join(lines)
@@ -89,6 +94,7 @@ def summarize(
         final_dir=final_dir,
         history=history,
         first_step_seconds=throughput.first_step_seconds,
+        attention=attention.kernels_ran(),
         rewards={
             key: value
             for entry in history
