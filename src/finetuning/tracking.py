@@ -119,16 +119,6 @@ def export_tracking(tracking: Tracking) -> None:
     logger.info("MLflow tracking to %s (experiment %r)", tracking.uri, tracking.experiment_name)
 
 
-def setup_tracking(
-    config: ExperimentConfig, cli_args: Any = None, output_dir: Path | None = None
-) -> Tracking | None:
-    """:func:`plan_tracking`, then :func:`export_tracking` when tracking is on."""
-    tracking = plan_tracking(config, cli_args, output_dir)
-    if tracking is not None:
-        export_tracking(tracking)
-    return tracking
-
-
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     """Flatten nested config data into ``a.b.c`` -> string value params."""
     if isinstance(data, dict):
