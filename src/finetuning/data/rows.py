@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from finetuning.data.messages import check_messages, check_tools, unknown_calls
 from finetuning.errors import Problem, UserError
 
 MAX_REPORTED = 20
@@ -48,6 +49,12 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
             problems.append(Problem(message, f"{path}:{line}"))
         else:
             record["_where"] = f"{path}:{line}"  # names the row in later errors
+            if record.get("tools"):
+                # Counted by the preflight: a call to an unlisted function is likely a data bug.
+                keys = SFT_KEYS if method == "sft" else DPO_KEYS
+                warnings = [w for k in keys for w in unknown_calls(record[k], k, record["tools"])]
+                if warnings:
+                    record["_warnings"] = warnings
             rows.append(record)
         if len(problems) >= MAX_REPORTED:
             break
@@ -83,23 +90,6 @@ def _parse(text: str, path: Path) -> list[tuple[int, Any]]:
     return records
 
 
-def _check_messages(value: Any, key: str, allow_empty: bool = False) -> str:
-    if not isinstance(value, list):
-        return f"`{key}` must be a list of messages, got {type(value).__name__}"
-    if not value and not allow_empty:
-        return f"`{key}` is an empty conversation"
-    for i, message in enumerate(value):
-        if not isinstance(message, dict):
-            return f"{key}[{i}] must be an object with `role` and `content`"
-        for field in ("role", "content"):
-            if field not in message:
-                return f"{key}[{i}] has no `{field}`"
-            if not isinstance(message[field], str):
-                got = type(message[field]).__name__
-                return f"{key}[{i}].{field} must be a string, got {got}"
-    return ""
-
-
 def _check_row(record: Any, method: str) -> str:
     """An empty string for a good row, else what is wrong with it."""
     if not isinstance(record, dict):
@@ -113,9 +103,11 @@ def _check_row(record: Any, method: str) -> str:
             hint = f" (this looks like a {'dpo' if method == 'sft' else 'sft'} row)"
         return f"missing `{'`, `'.join(missing)}`{hint}"
     for key in keys:
-        message = _check_messages(record[key], key, allow_empty=key == "prompt_messages")
+        message = check_messages(record[key], key, allow_empty=key == "prompt_messages")
         if message:
             return message
+    if record.get("tools") is not None and (message := check_tools(record["tools"])):
+        return message
     if method == "sft" and not any(m["role"] == "assistant" for m in record["messages"]):
         return "the conversation has no assistant turn, so nothing would be trained"
     if method == "dpo":
