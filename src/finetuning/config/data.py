@@ -40,14 +40,18 @@ class DatasetDefinition(StrictModel):
     """Define how to load a dataset."""
 
     path: str
-    """Local path to a JSONL file (or a file holding one JSON array) in the finetuning data format."""
+    """Local path to the rows in the finetuning data format: a JSONL file (or one JSON array),
+    compressed JSONL (.jsonl.gz, .jsonl.zst), a Parquet file, or a folder written by
+    datasets.Dataset.save_to_disk."""
 
 
 class WeightedDatasetDefinition(StrictModel):
     """Define a dataset, with a weight for sampling."""
 
     path: str
-    """Local path to a JSONL file (or a file holding one JSON array) in the finetuning data format."""
+    """Local path to the rows in the finetuning data format: a JSONL file (or one JSON array),
+    compressed JSONL (.jsonl.gz, .jsonl.zst), a Parquet file, or a folder written by
+    datasets.Dataset.save_to_disk."""
     sampling_weight: float = 1.0
     """Relative sampling weight; 0 leaves the dataset out, negative weights are errors."""
 

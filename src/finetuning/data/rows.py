@@ -1,4 +1,4 @@
-"""Reading SFT and DPO rows from JSONL (or one JSON array), checking every row strictly."""
+"""Reading SFT and DPO rows (JSONL, one JSON array, or see readers.py), checking every row strictly."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from finetuning.data import readers
 from finetuning.data.messages import check_messages, check_tools, unknown_calls
 from finetuning.errors import Problem, UserError
 
@@ -19,7 +20,8 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
     """Read and check every row of one data file.
 
     Args:
-        path: A JSONL file, or a file holding one JSON array of rows.
+        path: A JSONL file (or one JSON array of rows), compressed JSONL (``.jsonl.gz``,
+            ``.jsonl.zst``), a Parquet file or a ``save_to_disk`` folder.
         method: "sft" (``messages``) or "dpo" (``prompt_messages``/``chosen_messages``/
             ``rejected_messages``).
         config_key: The config path that named the file, for the error message.
@@ -29,26 +31,34 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
 
     Raises:
         UserError: The file is missing or empty, or rows are malformed (up to the first 20
-            problems, each as ``file:line: what is wrong``).
+            problems, each as ``file:line: what is wrong``, or ``file row N: ...`` for tables).
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(Problem(f"data file not found: {path}", config_key))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise UserError(Problem(f"not valid UTF-8 (byte {exc.start})", f"{path}:{line}")) from None
-    records = _parse(text, path)
+    if readers.is_table(path):
+        located = readers.read_table(path, config_key)
+    else:
+        if not path.is_file():
+            raise UserError(Problem(f"data file not found: {path}", config_key))
+        if readers.is_compressed(path):
+            text = readers.decompressed_text(path)
+        else:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                line = path.read_bytes()[: exc.start].count(b"\n") + 1
+                raise UserError(
+                    Problem(f"not valid UTF-8 (byte {exc.start})", f"{path}:{line}")
+                ) from None
+        located = [(f"{path}:{line}", record) for line, record in _parse(text, path)]
     problems: list[Problem] = []
     rows: list[dict[str, Any]] = []
-    for line, record in records:
+    for where, record in located:
         if isinstance(record, Problem):
             problems.append(record)
         elif message := _check_row(record, method):
-            problems.append(Problem(message, f"{path}:{line}"))
+            problems.append(Problem(message, where))
         else:
-            record["_where"] = f"{path}:{line}"  # names the row in later errors
+            record["_where"] = where  # names the row in later errors
             if record.get("tools"):
                 # Counted by the preflight: a call to an unlisted function is likely a data bug.
                 keys = SFT_KEYS if method == "sft" else DPO_KEYS
