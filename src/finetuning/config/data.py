@@ -137,7 +137,10 @@ class ChatTrainValidConfig(StrictModel):
     validation_data: ValidationDataInput = NoneDataInput(type="NONE")
     """The validation data: ``AUTO_SPLIT``, ``CONCATENATION`` or ``NONE``."""
     chat_template_name: ChatTemplateName = ChatTemplateName.MISTRAL_WITH_SYSTEM
-    """The chat template that renders conversations (see docs/data.md)."""
+    """The chat template that renders conversations (see docs/data.md). Tokens a named template
+    needs and the tokenizer lacks are added, which grows the embeddings; where they cannot grow
+    (QLoRA: a quantized base is not resized) or the model has unused reserved tokens, rename
+    those to the template's markers with ``replace_tokens`` instead (same ids, no new rows)."""
     padding_side: Literal["right", "left"] = "right"
     """Padding side, right is usually right."""
     missing_pad_token_strategy: MissingPadTokenStrategy = MissingPadTokenStrategy.BOS_REPURPOSE
