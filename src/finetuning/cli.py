@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer", default=None, help="tokenizer path (default: adapter's or model's)"
     )
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--tools", default=None, help="JSON file of function schemas the model may call")
 
     p = sub.add_parser(
         "replace-tokens",
