@@ -330,3 +330,38 @@ def test_drop_past_reasoning_keeps_only_the_last_turns_reasoning(template, token
     text = tokenizer.decode(dropped.tolist())
     assert text.count("<think>") == 1 and "Q" in text
     assert "Q" in "".join(_trained_runs(tokenizer, dropped, labels))
+
+
+# --- preflight ------------------------------------------------------------------------------
+
+
+def test_preflight_counts_tool_rows_and_shows_calls_and_reasoning(tiny_llama, tmp_path):
+    from finetuning.config.loading import load_config_dict
+    from finetuning.data.preflight import preflight
+    from finetuning.testing import write_jsonl
+    from tests.helpers import minimal_sft
+
+    rows = synthetic_tool_chats(6)
+    rows[4]["messages"][1]["tool_calls"][0]["function"]["name"] = "get_colour"
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    raw = minimal_sft(tiny_llama, data)
+    raw["sft_args"].update(
+        max_seq_length=1024, train_on_completions_only=True, train_on_reasoning=False
+    )
+    report = preflight(load_config_dict(raw, "sft"))
+    text = report.format()
+    assert "rows with tools, tool calls, tool results or reasoning: 6" in text
+    assert (
+        f"WARNING: 1 rows call a function that is not in their `tools` (first: {data}:5: "
+        "messages[1].tool_calls[0] calls 'get_colour', which is not in `tools`)"
+    ) in text
+    assert "train_on_completions_only is false" not in text
+    shown = report.show_example(1)  # a row with reasoning
+    assert "⟦<|im_start|>assistant\n⟧<think>\nthe user asks about the" in shown  # not trained
+    assert '⟦<tool_call>\n{"name": "get_color", "arguments": {"fruit": ' in shown
+    assert "</tool_call><|im_end|>⟧" in shown
+    between = shown.split("</tool_call><|im_end|>⟧", 1)[1].split("⟦", 1)[0]
+    assert "<|im_start|>user\n<tool_response>" in between  # the tool result is not trained
+    raw["sft_args"]["train_on_completions_only"] = False
+    text = preflight(load_config_dict(raw, "sft")).format()
+    assert "train_on_completions_only is false, so tool results" in text
