@@ -365,3 +365,19 @@ def test_preflight_counts_tool_rows_and_shows_calls_and_reasoning(tiny_llama, tm
     raw["sft_args"]["train_on_completions_only"] = False
     text = preflight(load_config_dict(raw, "sft")).format()
     assert "train_on_completions_only is false, so tool results" in text
+
+
+def test_preference_rows_render_their_tools(tokenizer):
+    from finetuning.data.preference import encode_preference_chunk
+
+    row = {
+        "tools": TOOLS,
+        "prompt_messages": CONV[:4],
+        "chosen_messages": [{"role": "assistant", "content": "A"}],
+        "rejected_messages": [{"role": "assistant", "tool_calls": [CALL]}],
+    }
+    store = encode_preference_chunk([row], tokenizer, EncodeSettings(T.CHAT_ML, 2000))
+    triple = store.triple(0)
+    assert "<tools>" in tokenizer.decode(triple["prompt_ids"])
+    assert "<tool_response>\nT\n</tool_response>" in tokenizer.decode(triple["prompt_ids"])
+    assert tokenizer.decode(triple["rejected_ids"]).startswith('<tool_call>\n{"name": "f"')

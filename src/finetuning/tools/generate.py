@@ -239,7 +239,7 @@ def generate_from_config(config_path: str | Path, outpath: str | Path) -> Path:
             reference = (row.get("chosen_messages") or row.get("messages") or [{}])[-1].get(
                 "content", ""
             )
-            text = render_prompt(tok, messages)
+            text = render_prompt(tok, messages, row.get("tools"))
             items.append((row.get("id", str(i)), text, row.get("dataset", "unknown"), reference))
     records = []
     for id_, text, dataset, reference in items:
