@@ -22,6 +22,7 @@ TOOLS = {
     "create-vllm-compatible-adapter": ("finetuning.tools.vllm_adapter", "run"),
     "generate": ("finetuning.tools.generate", "run"),
     "chat": ("finetuning.tools.generate", "run_chat"),
+    "replace-tokens": ("finetuning.tools.replace_tokens", "run"),
 }
 
 
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"print {what} of a config", description=f"Print {what}.")
         p.add_argument("method", choices=["sft", "dpo"])
 
-    from finetuning.tools import generate, merge_adapter, vllm_adapter
+    from finetuning.tools import generate, merge_adapter, replace_tokens, vllm_adapter
 
     p = sub.add_parser(
         "merge-adapter",
@@ -139,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer", default=None, help="tokenizer path (default: adapter's or model's)"
     )
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--tools", default=None, help="JSON file of function schemas the model may call")
+
+    p = sub.add_parser(
+        "replace-tokens",
+        help="rename tokens keeping their ids (also the `replace_tokens` command)",
+        description=replace_tokens.build_parser().description,
+    )
+    replace_tokens.add_arguments(p)
 
     p = sub.add_parser(
         "init",

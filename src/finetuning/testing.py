@@ -23,6 +23,83 @@ TINY_CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
+#: A tool-aware template in the tiny tokenizer's style (for keep-original with tools and reasoning):
+#: tools listed in the system turn, reasoning in <think>, calls as <call>NAME ARGUMENTS</call>.
+TINY_TOOL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% if tools %}<|system|>\n{% if messages[0]['role'] == 'system' %}"
+    "{{ messages[0]['content'] }}\n{% endif %}tools:{% for t in tools %}{{ '\\n' }}{{ t | tojson }}"
+    "{% endfor %}{{ eos_token }}\n{% endif %}{% for message in messages %}"
+    "{% if message['role'] == 'system' and tools and loop.first %}"
+    "{% elif message['role'] == 'assistant' %}<|assistant|>\n{% if message.reasoning_content %}"
+    "<think>{{ message.reasoning_content }}</think>\n{% endif %}{{ message.content or '' }}"
+    "{% for call in message.tool_calls or [] %}<call>{{ call.function.name }} "
+    "{% if call.function.arguments is string %}{{ call.function.arguments }}"
+    "{% else %}{{ call.function.arguments | tojson }}{% endif %}</call>{% endfor %}"
+    "{{ eos_token }}\n{% else %}<|{{ message['role'] }}|>\n{{ message['content'] }}"
+    "{{ eos_token }}\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n"
+    "{% endif %}"
+)
+
+#: A reference chat-ml template with tools in the Hermes / Qwen2.5 convention, written out here
+#: (never downloaded) so tests can compare our chat-ml rendering with it character for character.
+#: Like Qwen2.5's own, it writes a default system prompt when the conversation has none.
+CHATML_TOOLS_REFERENCE_TEMPLATE = r"""
+{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- messages[0]['content'] }}
+    {%- else %}
+        {{- 'You are a helpful assistant.' }}
+    {%- endif %}
+    {{- "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+    {%- else %}
+        {{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role }}
+        {%- if message.content %}
+            {{- '\n' + message.content }}
+        {%- endif %}
+        {%- for tool_call in message.tool_calls %}
+            {%- if tool_call.function is defined %}
+                {%- set tool_call = tool_call.function %}
+            {%- endif %}
+            {{- '\n<tool_call>\n{"name": "' }}
+            {{- tool_call.name }}
+            {{- '", "arguments": ' }}
+            {{- tool_call.arguments | tojson }}
+            {{- '}\n</tool_call>' }}
+        {%- endfor %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- message.content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"""
+
 WORDS = [
     "the",
     "a",
@@ -164,13 +241,14 @@ def _tokenizer_corpus(seed: int = 0, lines: int = 3000) -> list[str]:
     return corpus
 
 
-def build_tokenizer(out_dir: str | Path, vocab_size: int = 1024, chat_template: bool = True):
+def build_tokenizer(out_dir: str | Path, vocab_size: int = 1024, chat_template: bool | str = True):
     """Train and save a byte-level BPE tokenizer with BOS/EOS/UNK and no pad token.
 
     Args:
         out_dir: Folder to save the tokenizer into.
         vocab_size: Target vocabulary size.
-        chat_template: Whether to store :data:`TINY_CHAT_TEMPLATE` as the chat template.
+        chat_template: Whether to store :data:`TINY_CHAT_TEMPLATE` as the chat template, or
+            the template to store (e.g. :data:`TINY_TOOL_CHAT_TEMPLATE`).
 
     Returns:
         The loaded ``PreTrainedTokenizerFast``.
@@ -197,7 +275,7 @@ def build_tokenizer(out_dir: str | Path, vocab_size: int = 1024, chat_template: 
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
     if chat_template:
-        fast.chat_template = TINY_CHAT_TEMPLATE
+        fast.chat_template = chat_template if isinstance(chat_template, str) else TINY_CHAT_TEMPLATE
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out_dir)
@@ -289,6 +367,50 @@ def synthetic_chats(n: int, seed: int = 0, system_share: float = 0.3) -> list[di
             messages.append({"role": "system", "content": "you are a helpful assistant."})
         messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
         rows.append({"messages": messages})
+    return rows
+
+
+#: The function schema of :func:`synthetic_tool_chats`.
+COLOR_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_color",
+        "description": "The color of a fruit.",
+        "parameters": {
+            "type": "object",
+            "properties": {"fruit": {"type": "string"}},
+            "required": ["fruit"],
+        },
+    },
+}
+
+
+def synthetic_tool_chats(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Learnable agent conversations: reasoning, a tool call, its result, then the answer.
+
+    Returns:
+        ``n`` rows ``{"messages": [...], "tools": [COLOR_TOOL]}``; every other row has reasoning
+        and every third gives the arguments as a JSON string.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        fruit = rng.choice(_FRUITS)
+        color = _COLORS[_FRUITS.index(fruit)]
+        arguments: Any = {"fruit": fruit}
+        if i % 3 == 2:
+            arguments = json.dumps(arguments)
+        call = {"type": "function", "function": {"name": "get_color", "arguments": arguments}}
+        first: dict[str, Any] = {"role": "assistant", "content": "", "tool_calls": [call]}
+        if i % 2:
+            first["reasoning_content"] = f"the user asks about the {fruit}."
+        messages = [
+            {"role": "user", "content": f"what color is the {fruit}?"},
+            first,
+            {"role": "tool", "name": "get_color", "content": color},
+            {"role": "assistant", "content": f"the {fruit} is {color}."},
+        ]
+        rows.append({"messages": messages, "tools": [COLOR_TOOL]})
     return rows
 
 

@@ -86,7 +86,8 @@ def test_generation_prompt(template, prompt_suffix, tiny_tokenizer):
 
 
 def test_mistral_drops_other_roles(tiny_tokenizer):
-    messages = [{"role": "tool", "content": "T"}, *SINGLE]
+    # (Tool results are refused instead: tests/data/test_tools.py.)
+    messages = [{"role": "observation", "content": "T"}, *SINGLE]
     assert (
         render(T.MISTRAL_WITH_SYSTEM, messages, tiny_tokenizer).text == "[INST] U1 [/INST]A1</s> "
     )

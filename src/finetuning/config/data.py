@@ -40,14 +40,18 @@ class DatasetDefinition(StrictModel):
     """Define how to load a dataset."""
 
     path: str
-    """Local path to a JSONL file (or a file holding one JSON array) in the finetuning data format."""
+    """Local path to the rows in the finetuning data format: a JSONL file (or one JSON array),
+    compressed JSONL (.jsonl.gz, .jsonl.zst), a Parquet file, or a folder written by
+    datasets.Dataset.save_to_disk."""
 
 
 class WeightedDatasetDefinition(StrictModel):
     """Define a dataset, with a weight for sampling."""
 
     path: str
-    """Local path to a JSONL file (or a file holding one JSON array) in the finetuning data format."""
+    """Local path to the rows in the finetuning data format: a JSONL file (or one JSON array),
+    compressed JSONL (.jsonl.gz, .jsonl.zst), a Parquet file, or a folder written by
+    datasets.Dataset.save_to_disk."""
     sampling_weight: float = 1.0
     """Relative sampling weight; 0 leaves the dataset out, negative weights are errors."""
 
@@ -133,7 +137,10 @@ class ChatTrainValidConfig(StrictModel):
     validation_data: ValidationDataInput = NoneDataInput(type="NONE")
     """The validation data: ``AUTO_SPLIT``, ``CONCATENATION`` or ``NONE``."""
     chat_template_name: ChatTemplateName = ChatTemplateName.MISTRAL_WITH_SYSTEM
-    """The chat template that renders conversations (see docs/data.md)."""
+    """The chat template that renders conversations (see docs/data.md). Tokens a named template
+    needs and the tokenizer lacks are added, which grows the embeddings; where they cannot grow
+    (QLoRA: a quantized base is not resized) or the model has unused reserved tokens, rename
+    those to the template's markers with ``replace_tokens`` instead (same ids, no new rows)."""
     padding_side: Literal["right", "left"] = "right"
     """Padding side, right is usually right."""
     missing_pad_token_strategy: MissingPadTokenStrategy = MissingPadTokenStrategy.BOS_REPURPOSE

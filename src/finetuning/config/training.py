@@ -47,6 +47,13 @@ class SFTArguments(StrictModel):
     length_handling: Literal["filter", "truncate"] = "filter"
     """What to do with examples longer than max_seq_length: 'filter' drops them, 'truncate'
     cuts them; either way the count is reported."""
+    train_on_reasoning: bool = True
+    """(ours) Train the assistant's reasoning (``reasoning_content``, rendered as
+    ``<think>...</think>`` before the answer by chat-ml and simplified-llama31). False masks it
+    while the answer and the tool calls stay trained."""
+    drop_past_reasoning: bool = False
+    """(ours) Leave the reasoning out of every assistant turn but the last, as Qwen3-style
+    templates do when they render history; the masks follow what is rendered."""
     padding_free: bool = True
     """(ours) Concatenate the examples of a micro-batch into one row with position ids restarting
     at each example, so no padding is computed. False pads each batch instead."""

@@ -20,7 +20,8 @@ import numpy as np
 from finetuning.config.data import ChatTemplateName
 from finetuning.config.training import SFTArguments
 from finetuning.config.training_args import training_arg_default
-from finetuning.data.templates import TemplateMismatch, render
+from finetuning.data.messages import without_past_reasoning
+from finetuning.data.templates import TemplateMismatch, UnsupportedRow, render
 from finetuning.errors import UserError
 
 IGNORE = -100
@@ -43,6 +44,8 @@ class EncodeSettings:
         completions_only: SFT: train on the assistant spans only.
         max_prompt_length: DPO: longest prompt when prompt + completion is too long.
         truncation_mode: DPO: "keep_end" keeps the end of a too-long prompt, "keep_start" its start.
+        train_on_reasoning: SFT: train the assistant's reasoning (else it is masked).
+        drop_past_reasoning: Leave out the reasoning of every assistant turn but the last.
     """
 
     template: ChatTemplateName
@@ -51,6 +54,8 @@ class EncodeSettings:
     completions_only: bool = False
     max_prompt_length: int | None = None
     truncation_mode: str = training_arg_default("dpo", "truncation_mode")
+    train_on_reasoning: bool = True
+    drop_past_reasoning: bool = False
 
 
 @dataclass
@@ -129,29 +134,36 @@ def encode_chunk(
     """Encode SFT rows (``messages``) into a :class:`TokenStore`."""
     texts: list[str] = []
     spans: list[tuple[tuple[int, int], ...]] = []
+    reasoning: list[tuple[tuple[int, int], ...]] = []
     for row in rows:
+        messages = row["messages"]
+        if settings.drop_past_reasoning:
+            messages = without_past_reasoning(messages)
         try:
-            rendered = render(settings.template, row["messages"], tokenizer)
-        except TemplateMismatch as exc:
+            rendered = render(settings.template, messages, tokenizer, tools=row.get("tools"))
+        except (TemplateMismatch, UnsupportedRow) as exc:
             where = row.get("_where", "a row")
             raise UserError(f"{where}: {exc}") from None
         texts.append(rendered.text)
         spans.append(rendered.spans)
+        reasoning.append(() if settings.train_on_reasoning else rendered.reasoning)
     encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     prefix = special_prefix(tokenizer)
     ids_out, labels_out, status, full_lengths = [], [], [], []
-    for text, row_spans, ids, offs in zip(
-        texts, spans, encoded["input_ids"], encoded["offset_mapping"], strict=True
+    for text, row_spans, masked, ids, offs in zip(
+        texts, spans, reasoning, encoded["input_ids"], encoded["offset_mapping"], strict=True
     ):
         ids = np.asarray(ids, dtype=np.int32)
         offs = np.asarray(offs, dtype=np.int64).reshape(-1, 2)
+        nonempty = offs[:, 1] > offs[:, 0]
         if settings.completions_only:
             trained = np.zeros(len(ids), dtype=bool)
-            nonempty = offs[:, 1] > offs[:, 0]
             for s, e in row_spans:
                 trained |= nonempty & (offs[:, 0] < e) & (offs[:, 1] > s)
         else:
             trained = np.ones(len(ids), dtype=bool)
+        for s, e in masked:  # reasoning that is not trained (train_on_reasoning: false)
+            trained &= ~(nonempty & (offs[:, 0] < e) & (offs[:, 1] > s))
         # No doubled BOS: only add the tokenizer's prefix when the template did not write it.
         if prefix and needs_special_prefix(tokenizer, text):
             ids = np.concatenate([np.asarray(prefix, dtype=np.int32), ids])

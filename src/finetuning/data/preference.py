@@ -106,7 +106,9 @@ def _completion(
     row: dict[str, Any], key: str, tokenizer: Any, settings: EncodeSettings, prompt: tuple, prefix
 ) -> np.ndarray:
     prompt_text, prompt_ids = prompt
-    full = render(settings.template, row["prompt_messages"] + row[key], tokenizer)
+    full = render(
+        settings.template, row["prompt_messages"] + row[key], tokenizer, tools=row.get("tools")
+    )
     if not full.text.startswith(prompt_text):
         raise ValueError(f"the template renders the prompt differently once `{key}` follows it")
     ids, offsets = _tokens(tokenizer, full.text, prefix)
@@ -138,7 +140,11 @@ def encode_preference_chunk(
     for row in rows:
         try:
             prompt = render(
-                settings.template, row["prompt_messages"], tokenizer, add_generation_prompt=True
+                settings.template,
+                row["prompt_messages"],
+                tokenizer,
+                add_generation_prompt=True,
+                tools=row.get("tools"),
             )
             prompt_ids, _ = _tokens(tokenizer, prompt.text, prefix)
             chosen = _completion(

@@ -12,6 +12,7 @@ from finetuning.config.experiment import ExperimentConfig
 from finetuning.config.loading import LoadedConfig
 from finetuning.config.training_args import training_arg_default
 from finetuning.data.encode import IGNORE, EncodeSettings
+from finetuning.data.messages import is_agent_row
 from finetuning.data.preference import PreferenceStore
 from finetuning.data.prepare import EncodedSplit, PreparedData, prepare_data
 from finetuning.data.templates import end_marker
@@ -24,7 +25,12 @@ def encode_settings(config: ExperimentConfig) -> EncodeSettings:
     sft = config.sft_args
     if sft is not None:
         return EncodeSettings(
-            template, sft.max_seq_length, sft.length_handling, sft.train_on_completions_only
+            template,
+            sft.max_seq_length,
+            sft.length_handling,
+            sft.train_on_completions_only,
+            train_on_reasoning=sft.train_on_reasoning,
+            drop_past_reasoning=sft.drop_past_reasoning,
         )
     args = config.training_args
     return EncodeSettings(
@@ -99,6 +105,27 @@ def _lengths_line(lengths: np.ndarray) -> str:
     )
 
 
+def _agent_lines(config: ExperimentConfig, data: PreparedData, report: PreflightReport) -> None:
+    """Tool and reasoning rows: how many, unknown function names, what is trained."""
+    agent = sum(is_agent_row(r) for r in data.rows)
+    if not agent:
+        return
+    report.lines.append(f"rows with tools, tool calls, tool results or reasoning: {agent}")
+    unknown = [r for r in data.rows if r.get("_warnings")]
+    if unknown:
+        first = unknown[0]
+        report.warnings.append(
+            f"{len(unknown)} rows call a function that is not in their `tools` (first: "
+            f"{first['_where']}: {first['_warnings'][0]})"
+        )
+    sft = config.sft_args
+    if sft is not None and not sft.train_on_completions_only:
+        report.warnings.append(
+            "sft_args.train_on_completions_only is false, so tool results, system and user turns "
+            "are trained too: set it to true to train only the assistant's answers and tool calls"
+        )
+
+
 def build_report(
     config: ExperimentConfig, setup: TokenizerSetup, data: PreparedData
 ) -> PreflightReport:
@@ -109,6 +136,7 @@ def build_report(
     for src in data.sources:
         lines.append(f"{src.key}: {src.rows} rows ({src.path})")
     lines.append(f"training rows after mixing: {data.mixed_rows}")
+    _agent_lines(config, data, report)
     counts = data.status_counts
     settings = encode_settings(config)
     how = (

@@ -36,6 +36,7 @@ from finetuning.data.encode import (
     encode_rows,
 )
 from finetuning.data.preference import PreferenceStore, encode_preference_chunk
+from finetuning.data.readers import content_files
 from finetuning.data.rows import read_rows
 from finetuning.errors import UserError
 
@@ -92,10 +93,14 @@ class PreparedData:
 
 
 def _file_digest(path: Path) -> str:
+    """The digest of a data file's bytes (of a folder's files and their names)."""
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for file in content_files(path):
+        if file != path:
+            h.update(str(file.relative_to(path)).encode() + b"\0")
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 

@@ -1,4 +1,4 @@
-"""Reading SFT and DPO rows from JSONL (or one JSON array), checking every row strictly."""
+"""Reading SFT and DPO rows (JSONL, one JSON array, or see readers.py), checking every row strictly."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from finetuning.data import readers
+from finetuning.data.messages import check_messages, check_tools, unknown_calls
 from finetuning.errors import Problem, UserError
 
 MAX_REPORTED = 20
@@ -18,7 +20,8 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
     """Read and check every row of one data file.
 
     Args:
-        path: A JSONL file, or a file holding one JSON array of rows.
+        path: A JSONL file (or one JSON array of rows), compressed JSONL (``.jsonl.gz``,
+            ``.jsonl.zst``), a Parquet file or a ``save_to_disk`` folder.
         method: "sft" (``messages``) or "dpo" (``prompt_messages``/``chosen_messages``/
             ``rejected_messages``).
         config_key: The config path that named the file, for the error message.
@@ -28,19 +31,28 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
 
     Raises:
         UserError: The file is missing or empty, or rows are malformed (up to the first 20
-            problems, each as ``file:line: what is wrong``).
+            problems, each as ``file:line: what is wrong``, or ``file row N: ...`` for tables).
     """
     path = Path(path)
-    records = read_records(path, config_key)
+    if readers.is_table(path):
+        located = readers.read_table(path, config_key)
+    else:
+        located = [(f"{path}:{line}", record) for line, record in read_records(path, config_key)]
     problems: list[Problem] = []
     rows: list[dict[str, Any]] = []
-    for line, record in records:
+    for where, record in located:
         if isinstance(record, Problem):
             problems.append(record)
         elif message := _check_row(record, method):
-            problems.append(Problem(message, f"{path}:{line}"))
+            problems.append(Problem(message, where))
         else:
-            record["_where"] = f"{path}:{line}"  # names the row in later errors
+            record["_where"] = where  # names the row in later errors
+            if record.get("tools"):
+                # Counted by the preflight: a call to an unlisted function is likely a data bug.
+                keys = SFT_KEYS if method == "sft" else DPO_KEYS
+                warnings = [w for k in keys for w in unknown_calls(record[k], k, record["tools"])]
+                if warnings:
+                    record["_warnings"] = warnings
             rows.append(record)
         if len(problems) >= MAX_REPORTED:
             break
@@ -53,7 +65,7 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
 
 
 def read_records(path: str | Path, config_key: str) -> list[tuple[int, Any]]:
-    """(line, parsed object or :class:`Problem`) for each row of a JSONL / JSON-array file.
+    """(line, parsed object or :class:`Problem`) for each row of a (compressed) JSONL / JSON-array file.
 
     The rows are not checked; :func:`read_rows` checks them for training, the generate tool for
     prompting.
@@ -64,6 +76,8 @@ def read_records(path: str | Path, config_key: str) -> list[tuple[int, Any]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(Problem(f"data file not found: {path}", config_key))
+    if readers.is_compressed(path):
+        return _parse(readers.decompressed_text(path), path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -96,23 +110,6 @@ def _parse(text: str, path: Path) -> list[tuple[int, Any]]:
     return records
 
 
-def _check_messages(value: Any, key: str, allow_empty: bool = False) -> str:
-    if not isinstance(value, list):
-        return f"`{key}` must be a list of messages, got {type(value).__name__}"
-    if not value and not allow_empty:
-        return f"`{key}` is an empty conversation"
-    for i, message in enumerate(value):
-        if not isinstance(message, dict):
-            return f"{key}[{i}] must be an object with `role` and `content`"
-        for field in ("role", "content"):
-            if field not in message:
-                return f"{key}[{i}] has no `{field}`"
-            if not isinstance(message[field], str):
-                got = type(message[field]).__name__
-                return f"{key}[{i}].{field} must be a string, got {got}"
-    return ""
-
-
 def _check_row(record: Any, method: str) -> str:
     """An empty string for a good row, else what is wrong with it."""
     if not isinstance(record, dict):
@@ -126,9 +123,11 @@ def _check_row(record: Any, method: str) -> str:
             hint = f" (this looks like a {'dpo' if method == 'sft' else 'sft'} row)"
         return f"missing `{'`, `'.join(missing)}`{hint}"
     for key in keys:
-        message = _check_messages(record[key], key, allow_empty=key == "prompt_messages")
+        message = check_messages(record[key], key, allow_empty=key == "prompt_messages")
         if message:
             return message
+    if record.get("tools") is not None and (message := check_tools(record["tools"])):
+        return message
     if method == "sft" and not any(m["role"] == "assistant" for m in record["messages"]):
         return "the conversation has no assistant turn, so nothing would be trained"
     if method == "dpo":

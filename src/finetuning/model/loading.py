@@ -90,7 +90,8 @@ def check_quantized_vocabulary(config: ExperimentConfig, tokenizer: Any) -> None
             f"quant_conf: the chat template {config.data_conf.chat_template_name.value!r} adds tokens "
             f"to the vocabulary ({len(tokenizer)} > {rows} embedding rows), and a quantized model "
             "cannot be resized: use a template whose tokens the tokenizer has (e.g. keep-original), "
-            "or train without quantization"
+            "rename unused reserved tokens to the template's markers with replace_tokens (same "
+            "ids; see docs/data.md), or train without quantization"
         )
 
 

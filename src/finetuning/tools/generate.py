@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from finetuning.data.encode import needs_special_prefix
+from finetuning.data.messages import tool_name
 from finetuning.data.rows import MAX_REPORTED, read_records
 from finetuning.errors import Problem, UserError
 from finetuning.tools.inference import load_for_inference
+from finetuning.tools.tool_calls import describe_calls, parse_answer, read_tools
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +36,18 @@ def generation_kwargs(tokenizer: Any, params: dict[str, Any] | None) -> dict[str
     return kwargs
 
 
-def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    """The prompt text for ``messages`` (the tokenizer's chat template, with the generation prompt)."""
+def render_prompt(tokenizer: Any, messages: list[dict[str, Any]], tools: list | None = None) -> str:
+    """The prompt text for ``messages`` (the tokenizer's chat template, with the generation prompt).
+
+    ``tools`` (function schemas) are rendered as training rendered them: our saved templates
+    list them in the system turn.
+    """
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("the tokenizer has no chat template: use a checkpoint saved by finetuning")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    extra = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, **extra
+    )
 
 
 def generate_batch(
@@ -90,18 +99,31 @@ def generate_file(
     out: TextIO,
     params=None,
     batch_size=8,
+    tools: list | None = None,
 ) -> int:
-    """Generate for JSONL rows and write one JSON answer record per row; returns the count."""
+    """Generate for JSONL rows and write one JSON answer record per row; returns the count.
+
+    With tools (a row's own ``tools``, else ``tools``) the record also has the answer's
+    ``tool_calls`` (structured, possibly empty) and its ``reasoning_content`` when there is one.
+    """
     pending: list[tuple[str, dict, list]] = []
     count = 0
 
     def flush() -> None:
         nonlocal count
-        texts = [render_prompt(tokenizer, messages) for _, _, messages in pending]
+        texts = [
+            render_prompt(tokenizer, messages, row.get("tools") or tools)
+            for _, row, messages in pending
+        ]
         for (where, row, messages), result in zip(
             pending, generate_batch(model, tokenizer, texts, params), strict=True
         ):
             record = {"id": row.get("id", where), "messages": messages, "answer": result["answer"]}
+            if row.get("tools") or tools:
+                parsed = parse_answer(result["answer"])
+                record["tool_calls"] = parsed.get("tool_calls", [])
+                if "reasoning_content" in parsed:
+                    record["reasoning_content"] = parsed["reasoning_content"]
             record["stopped_at_end_of_turn"] = result["stopped_at_end_of_turn"]
             out.write(json.dumps(record) + "\n")
             count += 1
@@ -135,10 +157,14 @@ def _read_jsonl(path: Path, key: str = "--input") -> list[tuple[str, dict]]:
     return rows
 
 
-def chat(model: Any, tokenizer: Any, stdin: TextIO, stdout: TextIO, params=None) -> None:
+def chat(
+    model: Any, tokenizer: Any, stdin: TextIO, stdout: TextIO, params=None, tools=None
+) -> None:
     """An interactive chat: each line is a user turn; the answer streams as it is generated.
 
-    ``/reset`` starts a new conversation, ``/exit`` (or end of input) quits.
+    ``/reset`` starts a new conversation, ``/exit`` (or end of input) quits. With ``tools``
+    (function schemas) the model may call them: each call is printed as
+    ``tool call: NAME {arguments}``, and ``/tool RESULT`` answers the call with its result.
     """
     import torch
     from transformers import TextStreamer
@@ -148,8 +174,11 @@ def chat(model: Any, tokenizer: Any, stdin: TextIO, stdout: TextIO, params=None)
             stdout.write(text + ("\n" if stream_end else ""))
             stdout.flush()
 
-    history: list[dict[str, str]] = []
+    history: list[dict[str, Any]] = []
     stdout.write("chat: type a message; /reset clears the conversation, /exit quits\n")
+    if tools:
+        names = ", ".join(str(tool_name(t)) for t in tools)
+        stdout.write(f"tools: {names}; answer a tool call with /tool RESULT\n")
     while True:
         stdout.write("> ")
         stdout.flush()
@@ -159,8 +188,15 @@ def chat(model: Any, tokenizer: Any, stdin: TextIO, stdout: TextIO, params=None)
         if line.strip() == "/reset":
             history = []
             continue
-        history.append({"role": "user", "content": line.rstrip("\n")})
-        prompt = render_prompt(tokenizer, history)
+        if line.startswith("/tool ") and tools:
+            last = history[-1] if history else {}
+            if not (last.get("tool_calls") or last.get("role") == "tool"):
+                stdout.write("(no tool call to answer)\n")
+                continue
+            history.append({"role": "tool", "content": line[len("/tool ") :].rstrip("\n")})
+        else:
+            history.append({"role": "user", "content": line.rstrip("\n")})
+        prompt = render_prompt(tokenizer, history, tools)
         batch = tokenizer(
             prompt, return_tensors="pt", add_special_tokens=needs_special_prefix(tokenizer, prompt)
         )
@@ -173,7 +209,12 @@ def chat(model: Any, tokenizer: Any, stdin: TextIO, stdout: TextIO, params=None)
         answer = tokenizer.decode(
             output[0, batch["input_ids"].shape[1] :], skip_special_tokens=True
         )
-        history.append({"role": "assistant", "content": answer.strip()})
+        if tools:
+            message = parse_answer(answer)
+            stdout.write(describe_calls(message))
+            history.append(message)
+        else:
+            history.append({"role": "assistant", "content": answer.strip()})
 
 
 def generate_from_config(config_path: str | Path, outpath: str | Path) -> Path:
@@ -203,7 +244,7 @@ def generate_from_config(config_path: str | Path, outpath: str | Path) -> Path:
             reference = (row.get("chosen_messages") or row.get("messages") or [{}])[-1].get(
                 "content", ""
             )
-            text = render_prompt(tok, messages)
+            text = render_prompt(tok, messages, row.get("tools"))
             items.append((row.get("id", str(i)), text, row.get("dataset", "unknown"), reference))
     records = []
     for id_, text, dataset, reference in items:
@@ -246,6 +287,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input", type=Path, help="JSONL of conversations (messages or prompt_messages)"
     )
     parser.add_argument("--output", type=Path, help="JSONL of answers to write")
+    parser.add_argument(
+        "--tools",
+        type=Path,
+        default=None,
+        help="JSON file of function schemas the model may call (for rows without their own)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256)
 
@@ -263,6 +310,7 @@ def run(args: argparse.Namespace) -> int:
                 out,
                 {"max_new_tokens": args.max_new_tokens},
                 args.batch_size,
+                tools=read_tools(args.tools),
             )
         print(f"wrote {count} answers to {args.output}", file=sys.stderr)
         return 0
@@ -273,8 +321,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_chat(args: argparse.Namespace) -> int:
+    tools = read_tools(args.tools)
     model, tok = load_for_inference(args.model, args.adapter, args.tokenizer)
-    chat(model, tok, sys.stdin, sys.stdout, {"max_new_tokens": args.max_new_tokens})
+    chat(model, tok, sys.stdin, sys.stdout, {"max_new_tokens": args.max_new_tokens}, tools)
     return 0
 
 
