@@ -58,6 +58,8 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
 
     # Resolve batch sizes, learning rate, outputs, hardware, resume and tracking.
     ctx = stages.start(loaded, DEFAULT_LEARNING_RATE, cli_args)
+    if ctx.finished is not None:  # a relaunch of a complete run changes nothing
+        return ctx.finished
     config = ctx.config
 
     # Tokenizer and preference data (prepared once, cached), then model and adapter.

@@ -18,6 +18,7 @@ import yaml
 from finetuning import __version__
 from finetuning.config.experiment import ExperimentConfig
 from finetuning.config.loading import LoadedConfig, resolved_dict
+from finetuning.console import SameStepsFilter
 from finetuning.data.preflight import build_report, encode_settings
 from finetuning.data.prepare import PreparedData, prepare_data
 from finetuning.errors import UserError
@@ -40,17 +41,23 @@ from finetuning.tracking import (
     Tracking,
     flatten,
     log_final_artifacts,
+    open_command,
     setup_tracking,
 )
 from finetuning.train import arguments
 from finetuning.train.batch import Resolved, resolve
-from finetuning.train.callbacks import InferenceTokenizerCallback, ThroughputCallback
+from finetuning.train.callbacks import (
+    InferenceTokenizerCallback,
+    ThroughputCallback,
+    use_readable_progress,
+)
 from finetuning.train.checkpoints import resolve_resume
 from finetuning.train.guards import FiniteCheckCallback, Preempted, PreemptionCallback
 from finetuning.train.summary import (
     RunSummary,
     check_writable,
     estimated_checkpoint_bytes,
+    finished_run,
     summarize,
 )
 
@@ -83,6 +90,8 @@ class RunContext:
     cli_args: Any
     started: float
     preflight_lines: list[str] = field(default_factory=list)
+    finished: RunSummary | None = None
+    """Set when ``output_dir`` holds this run, complete: the recipe returns it, changing nothing."""
 
     @property
     def is_main(self) -> bool:
@@ -114,6 +123,20 @@ def start(loaded: LoadedConfig, default_lr: float, cli_args: Any = None) -> RunC
     check_writable(output_dir, estimated_checkpoint_bytes(config.run_conf.model, full))
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(logging_dir)
     resume = resolve_resume(config.run_conf.resume_from_checkpoint, output_dir)
+    final_dir = output_dir / config.run_conf.final_checkpoint_name
+    finished = finished_run(output_dir, resume, final_dir, resolved_dict(config))
+    if finished is not None:
+        logger.info(
+            "the run in %s is complete (step %d of %d; final model in %s): nothing to do, "
+            "nothing changed. To train again, choose a new output_dir or set "
+            "run_conf.resume_from_checkpoint: false",
+            output_dir,
+            finished.steps,
+            finished.steps,
+            final_dir,
+        )
+        return RunContext(config, resolved, output_dir, resume, None, state, cli_args, started,
+                          finished=finished)  # fmt: skip
     arguments.set_determinism(config)
     tracking = setup_tracking(config, cli_args, output_dir)
     return RunContext(config, resolved, output_dir, resume, tracking, state, cli_args, started)
@@ -223,7 +246,15 @@ def train_and_save(
     # Throughput first, so every logger (MLflow, TensorBoard) sees tokens/s in the same log.
     handler = trainer.callback_handler
     handler.callbacks.sort(key=lambda cb: not isinstance(cb, ThroughputCallback))
-    result = trainer.train(resume_from_checkpoint=ctx.resume)
+    use_readable_progress(handler)
+    # transformers compares the configured eval/save steps with the resumed state's as is.
+    same_steps = SameStepsFilter(lambda: trainer.state.max_steps)
+    trainer_logger = logging.getLogger("transformers.trainer_utils")
+    trainer_logger.addFilter(same_steps)
+    try:
+        result = trainer.train(resume_from_checkpoint=ctx.resume)
+    finally:
+        trainer_logger.removeFilter(same_steps)
     (preemption,) = [cb for cb in handler.callbacks if isinstance(cb, PreemptionCallback)]
     if preemption.stopped_at is not None:
         checkpoint = ctx.output_dir / f"checkpoint-{preemption.stopped_at}"
@@ -242,7 +273,13 @@ def train_and_save(
             ctx.output_dir, summary, resolved_dict(ctx.config), ctx.preflight_lines
         )
         extras = [cb for cb in handler.callbacks if isinstance(cb, MlflowExtras)]
+        mlflow_line = ""
         if extras:
             log_final_artifacts(extras[0].run_id, [*files, ctx.output_dir / "run_summary.json"])
-        logger.info("%s\n  report: %s", summary.format(), files[1])
+            if extras[0].run_id and ctx.tracking is not None:
+                mlflow_line = (
+                    f"\n  mlflow: run {extras[0].run_id}; see it with: "
+                    f"{open_command(ctx.tracking.uri)}"
+                )
+        logger.info("%s\n  report: %s%s", summary.format(), files[1], mlflow_line)
     return summary
