@@ -234,6 +234,21 @@ def callbacks(ctx: RunContext, setup: TokenizerSetup) -> tuple[ThroughputCallbac
     return throughput, found
 
 
+def engine_resolved(ctx: RunContext) -> dict[str, Any]:
+    """What the engine derived from the config for this run (shown in the run report)."""
+    r = ctx.resolved
+    return {
+        "processes": r.world_size,
+        "per-device train batch": r.per_device_train,
+        "gradient accumulation": r.accumulation,
+        "per-device eval batch": r.per_device_eval,
+        "learning rate": r.learning_rate,
+        "output_dir": str(ctx.output_dir),
+        "resumed from": ctx.resume,
+        "mlflow": ctx.tracking.uri if ctx.tracking else None,
+    }
+
+
 def train_and_save(
     ctx: RunContext, trainer: Any, setup: TokenizerSetup, throughput: ThroughputCallback
 ) -> RunSummary:
@@ -270,7 +285,12 @@ def train_and_save(
     if ctx.is_main:
         summary.write(ctx.output_dir / "run_summary.json")
         files = write_report(
-            ctx.output_dir, summary, resolved_dict(ctx.config), ctx.preflight_lines
+            ctx.output_dir,
+            summary,
+            resolved_dict(ctx.config),
+            ctx.preflight_lines,
+            flatten(ctx.config.model_dump(mode="json", exclude_unset=True)),
+            engine_resolved(ctx),
         )
         extras = [cb for cb in handler.callbacks if isinstance(cb, MlflowExtras)]
         mlflow_line = ""
