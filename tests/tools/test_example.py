@@ -47,7 +47,7 @@ def test_dpo_example_trains_offline_on_the_example_model(tmp_path):
     from finetuning.train import dpo
 
     root = tmp_path / "example"
-    init_example(root, rows=64)
+    init_example(root, rows=400)  # 100 preference rows: 6 steps, so one logged at step 5
     summary = dpo.run(load_config(root / "dpo.yaml", "dpo"))
     assert summary.steps >= 1
     assert (root / "checkpoints-dpo" / "checkpoint-final" / "model.safetensors").is_file()

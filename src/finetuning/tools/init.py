@@ -171,8 +171,14 @@ def init_example(directory: str | Path, rows: int = 2000, force: bool = False) -
     data = directory / "data"
     written = [p for p in (directory / "model").rglob("*") if p.is_file()]
     preferences = synthetic_preferences(max(rows // 4, 16), seed=1)
+    # The prompts with their reference answers (generate records them as correct_answers).
     prompts = [
-        {"id": str(i), "messages": row["prompt_messages"]} for i, row in enumerate(preferences[:8])
+        {
+            "id": str(i),
+            "prompt_messages": row["prompt_messages"],
+            "chosen_messages": row["chosen_messages"],
+        }
+        for i, row in enumerate(preferences[:8])
     ]
     written += [
         write_jsonl(data / "train.jsonl", synthetic_chats(rows, seed=0)),
