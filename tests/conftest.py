@@ -9,8 +9,31 @@ import pytest
 
 from finetuning.testing import synthetic_chats, synthetic_preferences, write_jsonl
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REFERENCE_CONFIGS = SHARED / "reference-configs"
+ROOT = Path(__file__).resolve().parents[1]
+# Copies of ../shared/reference-configs, so the suite runs in a plain clone.
+REFERENCE_CONFIGS = Path(__file__).resolve().parent / "fixtures" / "reference-configs"
+#: Written by tools in the repository (not by tests).
+_TOOL_DIRS = {".pytest_cache", ".ruff_cache", "__pycache__", ".git"}
+
+
+def _repo_entries() -> set[str]:
+    return {p.name for p in ROOT.iterdir() if p.name not in _TOOL_DIRS}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _outside_the_repository(tmp_path_factory):
+    """Run the session in a temp folder, and fail it if a test wrote into the repository root.
+
+    Defaults such as ``./checkpoints`` are relative to the working directory, so a test that
+    forgets ``output_dir`` writes into the temp folder instead of the source tree.
+    """
+    before = _repo_entries()
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(cwd)
+    new = sorted(_repo_entries() - before)
+    assert not new, f"tests wrote into the repository root: {new}"
 
 
 @pytest.fixture(scope="session", autouse=True)

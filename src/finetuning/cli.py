@@ -33,48 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Config-driven LLM fine-tuning. Train with `finetuning sft CONFIG` or "
         "`finetuning dpo CONFIG`; check a config and its data first with `finetuning validate`.",
     )
-    parser.add_argument(
-        "--logging-level",
-        default="INFO",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-        help="log level (default INFO)",
-    )
-    parser.add_argument(
-        "--num-preprocess-workers",
-        type=int,
-        default=None,
-        metavar="N",
-        help="processes for data preprocessing (default: up to 4, bounded by the CPU count)",
-    )
-    parser.add_argument(
-        "--mlflow-server-uri",
-        default=None,
-        metavar="URI",
-        help="MLflow tracking URI; overrides the config's tracking section",
-    )
-    parser.add_argument(
-        "--experiment-name",
-        default=None,
-        metavar="NAME",
-        help="MLflow experiment name with --mlflow-server-uri (default 'default')",
-    )
-    parser.add_argument(
-        "--hf-mlflow-log-artifacts",
-        default=None,
-        choices=["True", "False"],
-        help="log checkpoints to MLflow as artifacts",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_global_options(parser, keep_defaults=True)
+    # The same options after the subcommand, listed in its --help. Their defaults are
+    # suppressed there, so a value given before the subcommand is not reset by the subparser.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_options(common, keep_defaults=False)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, **kwargs) -> argparse.ArgumentParser:
+        return subparsers.add_parser(name, parents=[common], **kwargs)
 
     for method, title in (
         ("sft", "supervised fine-tuning"),
         ("dpo", "direct preference optimisation"),
     ):
-        p = sub.add_parser(method, help=f"train with {title}", description=f"Train with {title}.")
+        p = add(method, help=f"train with {title}", description=f"Train with {title}.")
         p.add_argument("config", help="the YAML config file")
 
-    p = sub.add_parser(
+    p = add(
         "validate",
         help="check a config, its data and tokenizer without training",
         description="Validate CONFIG and run the data preflight (tokenizer and data, no model): "
@@ -104,24 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     for name, what in (("schema", "the JSON Schema"), ("docs", "the Markdown reference")):
-        p = sub.add_parser(name, help=f"print {what} of a config", description=f"Print {what}.")
+        p = add(name, help=f"print {what} of a config", description=f"Print {what}.")
         p.add_argument("method", choices=["sft", "dpo"])
 
     from finetuning.tools import generate, merge_adapter, replace_tokens, vllm_adapter
 
-    p = sub.add_parser(
+    p = add(
         "merge-adapter",
         help="merge a PEFT adapter into its base model (also the `merge_adapter` command)",
         description=merge_adapter.build_parser().description,
     )
     merge_adapter.add_arguments(p)
-    p = sub.add_parser(
+    p = add(
         "create-vllm-compatible-adapter",
         help="keep only the LoRA tensors of an adapter (also `create_vllm_compatible_adapter`)",
         description=vllm_adapter.build_parser().description,
     )
     vllm_adapter.add_arguments(p)
-    p = sub.add_parser(
+    p = add(
         "generate",
         help="generate answers with a trained model (JSONL in/out, or a generate config)",
         description="Generate with a trained model: `finetuning generate --model M [--adapter A] "
@@ -129,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the established engine's generate config.",
     )
     generate.add_arguments(p)
-    p = sub.add_parser(
+    p = add(
         "chat",
         help="chat with a trained model in the terminal (answers stream as they are generated)",
         description="Chat with MODEL (+ --adapter): each line is a user turn; /reset, /exit.",
@@ -142,21 +118,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--tools", default=None, help="JSON file of function schemas the model may call")
 
-    p = sub.add_parser(
+    p = add(
         "replace-tokens",
         help="rename tokens keeping their ids (also the `replace_tokens` command)",
         description=replace_tokens.build_parser().description,
     )
     replace_tokens.add_arguments(p)
 
-    p = sub.add_parser(
+    p = add(
         "init",
         help="write a runnable example (tiny local model, data, config)",
         description="Write a runnable example into DIR: a tiny model and tokenizer built "
-        "locally, a small chat dataset and DIR/sft.yaml.",
+        "locally, small chat and preference datasets, DIR/sft.yaml, DIR/dpo.yaml and "
+        "DIR/generate.yaml. Run again, it leaves an unchanged example alone.",
     )
     p.add_argument("dir", help="the folder to create")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rewrite the example's files even if DIR holds other files or a changed example "
+        "(files init did not write, such as checkpoints, are kept)",
+    )
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, keep_defaults: bool) -> None:
+    """The options every command accepts, before or after the subcommand."""
+    group = parser.add_argument_group("global options (before or after the command)")
+    group.add_argument(
+        "--logging-level",
+        default="INFO" if keep_defaults else argparse.SUPPRESS,
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="log level (default INFO)",
+    )
+    group.add_argument(
+        "--num-preprocess-workers",
+        type=int,
+        default=None if keep_defaults else argparse.SUPPRESS,
+        metavar="N",
+        help="processes for data preprocessing (default: up to 4, bounded by the CPU count)",
+    )
+    group.add_argument(
+        "--mlflow-server-uri",
+        default=None if keep_defaults else argparse.SUPPRESS,
+        metavar="URI",
+        help="MLflow tracking URI; overrides the config's tracking section",
+    )
+    group.add_argument(
+        "--experiment-name",
+        default=None if keep_defaults else argparse.SUPPRESS,
+        metavar="NAME",
+        help="MLflow experiment name with --mlflow-server-uri (default: MLflow's 'Default')",
+    )
+    group.add_argument(
+        "--hf-mlflow-log-artifacts",
+        default=None if keep_defaults else argparse.SUPPRESS,
+        choices=["True", "False"],
+        help="log checkpoints to MLflow as artifacts",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,7 +220,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "init":
         from finetuning.tools.init import init_example
 
-        init_example(args.dir)
+        init_example(args.dir, force=args.force)
         return 0
     from finetuning.config.loading import load_config
 

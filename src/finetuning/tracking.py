@@ -1,6 +1,7 @@
 """MLflow tracking: which server (by precedence), the run, and what is logged to it.
 
-Precedence: the CLI's ``--mlflow-server-uri`` (with ``--experiment-name``, default "default") >
+Precedence: the CLI's ``--mlflow-server-uri`` (with ``--experiment-name``; without one, MLflow's own
+"Default" experiment, so no second "default" appears beside it) >
 the config's ``tracking`` section > ``MLFLOW_TRACKING_URI`` already in the environment > off.
 
 When on, "mlflow" joins ``report_to`` so transformers' MLflow callback opens the run (on the main
@@ -35,7 +36,7 @@ class Tracking:
     """The resolved tracking settings of a run."""
 
     uri: str
-    experiment_name: str
+    experiment_name: str | None
     run_id: str | None
     run_name: str | None
     log_artifacts: bool
@@ -57,12 +58,12 @@ def resolve_tracking(config: ExperimentConfig, cli_args: Any = None) -> Tracking
     run_name = section.run_name if section else None
     artifacts = section.hf_mlflow_log_artifacts if section else "False"
     if cli_uri:
-        uri, experiment = cli_uri, getattr(cli_args, "experiment_name", None) or "default"
+        uri, experiment = cli_uri, getattr(cli_args, "experiment_name", None)
     elif section is not None:
         uri, experiment = section.mlflow_server_uri, section.experiment_name
     elif os.environ.get("MLFLOW_TRACKING_URI"):
         uri = os.environ["MLFLOW_TRACKING_URI"]
-        experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", "default")
+        experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or None
         run_id = run_id or os.environ.get("MLFLOW_RUN_ID")
     else:
         return None
@@ -105,7 +106,10 @@ def plan_tracking(
 def export_tracking(tracking: Tracking) -> None:
     """Set the environment transformers' MLflow callback reads (a run does this, validate not)."""
     os.environ["MLFLOW_TRACKING_URI"] = tracking.uri
-    os.environ["MLFLOW_EXPERIMENT_NAME"] = tracking.experiment_name
+    if tracking.experiment_name:
+        os.environ["MLFLOW_EXPERIMENT_NAME"] = tracking.experiment_name
+    else:  # transformers' callback then logs into MLflow's "Default" experiment
+        os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
     os.environ["MLFLOW_FLATTEN_PARAMS"] = "TRUE"
     os.environ["HF_MLFLOW_LOG_ARTIFACTS"] = "TRUE" if tracking.log_artifacts else "FALSE"
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -116,7 +120,23 @@ def export_tracking(tracking: Tracking) -> None:
         os.environ["MLFLOW_RUN_ID"] = tracking.run_id
     else:
         os.environ.pop("MLFLOW_RUN_ID", None)
-    logger.info("MLflow tracking to %s (experiment %r)", tracking.uri, tracking.experiment_name)
+    logger.info(
+        "MLflow tracking to %s (experiment %r)", tracking.uri, tracking.experiment_name or "Default"
+    )
+
+
+def open_command(uri: str) -> str:
+    """How to look at the runs of ``uri``: the ``mlflow ui`` command for a local store, else the URL.
+
+    MLflow 3 keeps the file store (a local folder) in maintenance mode and refuses to open it
+    unless ``MLFLOW_ALLOW_FILE_STORE=true``; it recommends a SQLite store
+    (``sqlite:///path/mlflow.db``), which ``--mlflow-server-uri`` / ``mlflow_server_uri`` accept.
+    """
+    if uri.startswith("file:"):
+        return f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {uri}"
+    if uri.startswith("sqlite:"):
+        return f"mlflow ui --backend-store-uri {uri}"
+    return f"open {uri} in a browser"
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -151,6 +171,12 @@ class MlflowExtras(TrainerCallback):
             return
         run = mlflow.active_run()
         self.run_id = run.info.run_id
+        logger.info(
+            "MLflow run %s (experiment id %s); see it with: %s",
+            self.run_id,
+            run.info.experiment_id,
+            open_command(mlflow.get_tracking_uri()),
+        )
         (self.output_dir / RUN_FILE).write_text(json.dumps({"run_id": self.run_id}))
         mlflow.set_tags(self.tags)
         items = [(k, v[:6000]) for k, v in self.params.items()]

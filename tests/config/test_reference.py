@@ -58,3 +58,67 @@ def test_training_args_snapshot_matches_installed_libraries():
     assert committed == json.loads(json.dumps(build_snapshot())), (
         "the installed transformers/TRL changed: run `python -m finetuning.config.hf_fields`"
     )
+
+
+def _validator(method):
+    import jsonschema
+
+    schema = json_schema(method)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _errors(method, config):
+    return [(list(e.absolute_path), e.message) for e in _validator(method).iter_errors(config)]
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_schema_validator_rejects_a_misspelt_training_arg(method):
+    from tests.helpers import minimal_dpo, minimal_sft
+
+    config = (minimal_sft if method == "sft" else minimal_dpo)()
+    assert _errors(method, config) == []
+    config["training_args"]["learnig_rate"] = 1e-3
+    errors = _errors(method, config)
+    assert len(errors) == 1 and errors[0][0] == ["training_args"], errors
+    assert "'learnig_rate' was unexpected" in errors[0][1]
+
+
+def test_schema_training_args_have_types_defaults_choices_and_legacy_names():
+    sft = json_schema("sft")["properties"]["training_args"]["properties"]
+    assert sft["learning_rate"] == {"type": "number", "default": 5e-05}
+    assert "per_device_train_batch_size" not in sft  # batchsize_conf owns it
+    assert "linear" in sft["lr_scheduler_type"]["enum"]
+    assert sft["warmup_ratio"]["deprecated"] is True
+    dpo = json_schema("dpo")["properties"]["training_args"]["properties"]
+    assert dpo["truncation_mode"]["default"] == "keep_end"  # the engine's default
+    assert dpo["beta"]["type"] == "number" and "max_prompt_length" in dpo
+    wrong = {"learning_rate": "fast"}
+    assert _errors("sft", {**_minimal("sft"), "training_args": wrong})
+
+
+def _minimal(method):
+    from tests.helpers import minimal_dpo, minimal_sft
+
+    return (minimal_sft if method == "sft" else minimal_dpo)()
+
+
+def test_reference_configs_and_init_examples_validate_against_the_schema(tmp_path, monkeypatch):
+    import os
+
+    import yaml
+
+    from finetuning.tools import init
+    from tests.conftest import REFERENCE_CONFIGS
+
+    for key in ("MODEL_DIR", "DATA_DIR", "MLFLOW_URI"):
+        monkeypatch.setenv(key, str(tmp_path / key.lower()))
+    paths = sorted(REFERENCE_CONFIGS.glob("*.yaml"))
+    assert len(paths) == 7
+    configs = [yaml.safe_load(os.path.expandvars(p.read_text())) for p in paths]
+    configs += [
+        yaml.safe_load(text.format(dir=tmp_path)) for text in (init.EXAMPLE_CONFIG, init.DPO_CONFIG)
+    ]
+    for config in configs:
+        method = config.get("method", "sft")
+        assert _errors(method, config) == [], config

@@ -28,9 +28,9 @@ def _cli(uri=None, name=None, artifacts=None):
     ("cli", "section", "env", "expected"),
     [
         (_cli("http://cli:1", "cli-exp"), SECTION, "http://env:3", ("http://cli:1", "cli-exp")),
-        (_cli("http://cli:1"), None, None, ("http://cli:1", "default")),
+        (_cli("http://cli:1"), None, None, ("http://cli:1", None)),  # MLflow's "Default"
         (_cli(), SECTION, "http://env:3", ("http://section:5000", "from-section")),
-        (_cli(), None, "http://env:3", ("http://env:3", "default")),
+        (_cli(), None, "http://env:3", ("http://env:3", None)),
         (_cli(), None, None, None),
     ],
     ids=["cli-wins", "cli-default-experiment", "section-over-env", "env", "off"],
@@ -123,6 +123,30 @@ def test_file_store_run_has_params_metrics_and_artifacts(tmp_path, tiny_llama, m
         "run_report.html",
         "loss.png",
     } <= artifacts
+
+
+@pytest.mark.slow
+def test_flags_after_the_command_log_into_mlflows_default_experiment(
+    tmp_path, tiny_llama, monkeypatch
+):
+    """No experiment named: the run goes to MLflow's "Default" (no "default" beside it), and the
+    console names the run and the command that opens the store."""
+    from finetuning.testing import synthetic_chats, write_jsonl
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for the client here
+
+    data = write_jsonl(tmp_path / "d.jsonl", synthetic_chats(24))
+    store, out = tmp_path / "mlruns", tmp_path / "out"
+    config = _train_config(tmp_path, tiny_llama, data, out, max_steps=2, eval_strategy="no")
+    path = write_config(tmp_path / "c.yaml", config)
+    result = run_cli("sft", path, "--mlflow-server-uri", store, "--logging-level", "INFO")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = _client(store.as_uri())
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    (run,) = client.search_runs(["0"])
+    assert f"MLflow run {run.info.run_id}" in result.stderr
+    command = f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {store.as_uri()}"
+    assert f"mlflow: run {run.info.run_id}; see it with: {command}" in result.stderr
 
 
 @pytest.mark.slow

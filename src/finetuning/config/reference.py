@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from finetuning.config.experiment import CONFIG_CLASSES
+from finetuning.config.hf_fields import fields_for
 from finetuning.config.training_args import (
     BATCH_FIELDS,
     ENGINE_DEFAULTS,
@@ -26,7 +27,80 @@ def json_schema(method: str) -> dict[str, Any]:
     schema = CONFIG_CLASSES[method].model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"finetuning {method} config"
+    described = schema["properties"]["training_args"].get("description", "")
+    schema["properties"]["training_args"] = {
+        **training_args_schema(method),
+        "description": described,
+    }
     return schema
+
+
+_JSON_TYPES = {
+    "bool": "boolean",
+    "int": "integer",
+    "float": "number",
+    "str": "string",
+    "list": "array",
+    "dict": "object",
+    "null": "null",
+}
+
+
+def _field_schema(kinds: tuple[str, ...], choices: tuple[str, ...], default: Any) -> dict:
+    if not kinds:
+        out: dict[str, Any] = {}
+    else:
+        # An int is accepted where the library takes a float (the loader does the same).
+        types_ = [_JSON_TYPES[k] for k in kinds if k in _JSON_TYPES]
+        if "number" in types_ and "integer" in types_:
+            types_.remove("integer")
+        out = {"type": types_[0] if len(types_) == 1 else types_}
+        if choices:
+            # Strings (and the strings of a list) must be among the choices; other kinds are free.
+            variants: list[dict[str, Any]] = []
+            for t in types_:
+                if t == "string":
+                    variants.append({"type": "string", "enum": list(choices)})
+                elif t == "array":
+                    variants.append({"type": "array", "items": {"enum": list(choices)}})
+                else:
+                    variants.append({"type": t})
+            out = {"anyOf": variants} if len(variants) > 1 else variants[0]
+    if default is not None:
+        out["default"] = default
+    return out
+
+
+def training_args_schema(method: str) -> dict[str, Any]:
+    """``training_args`` as a JSON Schema object: the library fields we accept, nothing else.
+
+    Built from the committed field snapshot (``hf_fields.json``, no torch import): every field
+    of ``TrainingArguments`` (SFT) or ``DPOConfig`` (DPO) except the batch fields, which
+    ``batchsize_conf`` owns, with its type, allowed values and default (the engine's where it
+    has its own); the fields the engine reads itself; and the legacy names of transformers 4.57
+    / TRL 0.13, which the loader maps or explains.
+    """
+    properties: dict[str, Any] = {}
+    for name, spec in sorted(fields_for(method).items()):
+        if name in BATCH_FIELDS:
+            continue
+        default = ENGINE_DEFAULTS[method].get(name, spec.default)
+        properties[name] = _field_schema(spec.kinds, spec.choices, default)
+    for name, kinds in ENGINE_FIELDS[method].items():
+        default = ENGINE_DEFAULTS[method].get(name)
+        properties[name] = {
+            **_field_schema(kinds, (), default),
+            "description": "read by the engine itself (not passed to the library)",
+        }
+    for entry in LEGACY:
+        if method in entry.methods and entry.name not in properties:
+            if entry.name in BATCH_FIELDS:
+                continue
+            properties[entry.name] = {
+                "deprecated": True,
+                "description": f"field of transformers 4.57 / TRL 0.13: {entry.reason}",
+            }
+    return {"type": "object", "properties": properties, "additionalProperties": False}
 
 
 def markdown_reference(method: str) -> str:

@@ -101,13 +101,17 @@ def _need(tokenizer: Any, attr: str, strategy: MissingPadTokenStrategy) -> None:
 
 
 def save_for_inference(tokenizer: Any, template: ChatTemplateName, out_dir: str | Path) -> None:
-    """Save a copy of the tokenizer set up for inference.
+    """Save a copy of the tokenizer set up for inference, and the stop ids into the model files.
 
     BOS is added, EOS is not, EOS becomes the template's assistant end marker (so generation
     stops where training taught the model to stop) and the named template is stored as the
-    chat template (keep-original keeps the tokenizer's own).
+    chat template (keep-original keeps the tokenizer's own). When ``out_dir`` holds a saved
+    model, its ``config.json`` and ``generation_config.json`` get the same stop ids (the end
+    marker and the tokenizer's own EOS) and the pad id, for tools that read those files.
     """
     import copy
+
+    from finetuning.data.stop_tokens import stop_ids, write_stop_ids
 
     inference = copy.deepcopy(tokenizer)
     if template != ChatTemplateName.KEEP_ORIGINAL:
@@ -116,3 +120,4 @@ def save_for_inference(tokenizer: Any, template: ChatTemplateName, out_dir: str 
     inference.add_bos_token = True
     inference.add_eos_token = False
     inference.save_pretrained(out_dir)
+    write_stop_ids(out_dir, *stop_ids(tokenizer, template))

@@ -1,18 +1,26 @@
-"""`finetuning init DIR`: a runnable example with a tiny local model, data and config."""
+"""`finetuning init DIR`: a runnable example with a tiny local model, data and configs.
+
+The example is an SFT config, a DPO config (both train the tiny model offline) and a generate
+config for the trained SFT model. ``DIR/.finetuning-example.json`` records a hash of every file
+``init`` wrote, so running ``init`` again recognises an unchanged example and leaves it alone,
+and refuses to overwrite one the user changed unless asked with ``--force``.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
 from finetuning.errors import UserError
-from finetuning.testing import build_model, synthetic_chats, write_jsonl
+from finetuning.testing import build_model, synthetic_chats, synthetic_preferences, write_jsonl
 
 logger = logging.getLogger(__name__)
 
 EXAMPLE_CONFIG = """\
 # A runnable example: full fine-tuning of a tiny local Llama-style model on synthetic chats.
-# Run it with:  finetuning sft {dir}/sft.yaml
+# Run it with:  finetuning sft {dir}/sft.yaml   (then: finetuning generate {dir}/generate.yaml answers.yaml)
 method: sft
 data_conf:
   training_data:
@@ -51,18 +59,141 @@ sft_args:
 """
 
 
-def init_example(directory: str | Path, rows: int = 2000) -> Path:
+DPO_CONFIG = """\
+# A runnable example: direct preference optimisation of the same tiny model (full parameters).
+# Run it with:  finetuning dpo {dir}/dpo.yaml
+method: dpo
+data_conf:
+  training_data:
+    type: CONCATENATION
+    datasets:
+    - path: {dir}/data/preferences.jsonl
+  validation_data:
+    type: AUTO_SPLIT
+    ratio: 0.1
+  chat_template_name: chat-ml
+  missing_pad_token_strategy: bos-repurpose
+training_args:
+  output_dir: {dir}/checkpoints-dpo
+  logging_dir: {dir}/logs-dpo
+  learning_rate: 5.0e-4
+  beta: 0.1
+  num_train_epochs: 1
+  max_length: 256
+  max_prompt_length: 128
+  logging_steps: 5
+  eval_strategy: epoch
+  save_strategy: epoch
+  bf16: false
+batchsize_conf:
+  total_train_batch_size: 16
+  max_per_device_train_batch_size: 16
+peft_conf:
+  peft_type: NO_PEFT
+run_conf:
+  model: {dir}/model
+  resume_from_checkpoint: auto
+"""
+
+GENERATE_CONFIG = """\
+# Answers from the trained SFT model for the prompts of the preference data.
+# Run it after the SFT example with:  finetuning generate {dir}/generate.yaml answers.yaml
+model_conf:
+  model: {dir}/checkpoints/checkpoint-final
+prompt_conf:
+  type: eval-data
+  data:
+    path: {dir}/data/prompts.jsonl
+hf_gen_params:
+  max_new_tokens: 64
+  do_sample: false
+"""
+
+MANIFEST = ".finetuning-example.json"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _changed(directory: Path) -> list[str] | None:
+    """Files of the example that differ from what ``init`` wrote (None: not an ``init`` example)."""
+    manifest = directory / MANIFEST
+    try:
+        recorded = json.loads(manifest.read_text())["files"]
+    except (OSError, ValueError, KeyError):
+        return None
+    changed = []
+    for name, digest in recorded.items():
+        path = directory / name
+        if not path.is_file() or _digest(path) != digest:
+            changed.append(name)
+    return changed
+
+
+def init_example(directory: str | Path, rows: int = 2000, force: bool = False) -> Path:
     """Write the example into ``directory`` and print how to run it.
 
+    Args:
+        directory: The folder to write (created if needed).
+        rows: Rows of synthetic chat data (the preference data has a quarter of them).
+        force: Rewrite the example's files even when the folder holds something else or a
+            changed example (files ``init`` did not write, such as checkpoints, are kept).
+
+    Returns:
+        The SFT config's path.
+
     Raises:
-        UserError: ``directory`` exists and is not empty.
+        UserError: ``directory`` holds something other than an unchanged example, without force.
     """
     directory = Path(directory).resolve()
-    if directory.exists() and any(directory.iterdir()):
-        raise UserError(f"{directory} exists and is not empty: choose a new folder")
-    build_model(directory / "model", "llama", hidden_size=128, num_layers=2)
-    write_jsonl(directory / "data" / "train.jsonl", synthetic_chats(rows, seed=0))
     config = directory / "sft.yaml"
-    config.write_text(EXAMPLE_CONFIG.format(dir=directory))
-    print(f"wrote an example into {directory}; train it with:\n  finetuning sft {config}")
+    run_hint = (
+        f"train it with:\n  finetuning sft {config}\n  finetuning dpo {directory / 'dpo.yaml'}"
+    )
+    if not force and directory.exists() and any(directory.iterdir()):
+        changed = _changed(directory)
+        if changed is None:
+            raise UserError(
+                f"{directory} exists and is not empty (and is not an example written by "
+                "`finetuning init`): choose a new folder, or add --force to write the example "
+                "into it anyway"
+            )
+        if changed:
+            raise UserError(
+                f"{directory}: the example was changed since `finetuning init` wrote it "
+                f"({', '.join(changed)}): train it as it is, or add --force to rewrite the "
+                "example's files (your changes to them are lost; checkpoints are kept)"
+            )
+        print(f"{directory} already holds the unchanged example; left it alone. {run_hint}")
+        return config
+    build_model(directory / "model", "llama", hidden_size=128, num_layers=2)
+    data = directory / "data"
+    written = [p for p in (directory / "model").rglob("*") if p.is_file()]
+    preferences = synthetic_preferences(max(rows // 4, 16), seed=1)
+    # The prompts with their reference answers (generate records them as correct_answers).
+    prompts = [
+        {
+            "id": str(i),
+            "prompt_messages": row["prompt_messages"],
+            "chosen_messages": row["chosen_messages"],
+        }
+        for i, row in enumerate(preferences[:8])
+    ]
+    written += [
+        write_jsonl(data / "train.jsonl", synthetic_chats(rows, seed=0)),
+        write_jsonl(data / "preferences.jsonl", preferences),
+        write_jsonl(data / "prompts.jsonl", prompts),
+    ]
+    for name, text in (
+        ("sft.yaml", EXAMPLE_CONFIG),
+        ("dpo.yaml", DPO_CONFIG),
+        ("generate.yaml", GENERATE_CONFIG),
+    ):
+        (directory / name).write_text(text.format(dir=directory))
+        written.append(directory / name)
+    files = sorted(written)
+    manifest = {"files": {str(p.relative_to(directory)): _digest(p) for p in files}}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    print(f"wrote an example into {directory}; {run_hint}")
     return config

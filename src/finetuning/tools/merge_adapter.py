@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from finetuning.data.stop_tokens import write_stop_ids
 from finetuning.errors import UserError
 from finetuning.tools.inference import load_for_inference
 
@@ -45,8 +46,15 @@ def merge_and_save(
     out = Path(out)
     merged.generation_config.eos_token_id = tok.eos_token_id
     merged.generation_config.pad_token_id = tok.pad_token_id
+    base_eos = merged.config.eos_token_id
     merged.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+    # The saved tokenizer's EOS is the end-of-turn marker; the base's own EOS also stops.
+    eos_ids = [tok.eos_token_id]
+    for token_id in base_eos if isinstance(base_eos, list) else [base_eos]:
+        if token_id is not None and token_id not in eos_ids:
+            eos_ids.append(token_id)
+    write_stop_ids(out, eos_ids, tok.pad_token_id)
     logger.info("merged %s into %s and saved to %s", adapter, base, out)
     return out
 

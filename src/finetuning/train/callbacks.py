@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from finetuning.config.data import ChatTemplateName
 from finetuning.data.tokenizer import save_for_inference
+from finetuning.train.logs import readable_logs
 
 
 class ThroughputCallback(TrainerCallback):
@@ -19,6 +21,7 @@ class ThroughputCallback(TrainerCallback):
         self._last_time: float | None = None
         self._last_tokens = 0
         self.first_step_seconds: float | None = None
+        self.start_tokens = 0  # tokens seen before this invocation (a resumed run's)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.first_step_seconds is None:
@@ -28,11 +31,15 @@ class ThroughputCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last_time = time.perf_counter()
-        self._last_tokens = state.num_input_tokens_seen
+        self._last_tokens = self.start_tokens = state.num_input_tokens_seen
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or "loss" not in logs or self._last_time is None:
             return
+        # transformers' cumulative average beside our rate of the last interval: keep one rate.
+        logs.pop("train_tokens_per_second", None)
+        if state.log_history:
+            state.log_history[-1].pop("train_tokens_per_second", None)
         now = time.perf_counter()
         tokens = state.num_input_tokens_seen
         elapsed = now - self._last_time
@@ -55,3 +62,18 @@ class InferenceTokenizerCallback(TrainerCallback):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
                 save_for_inference(self.tokenizer, self.template, folder)
+
+
+class ReadableProgressCallback(ProgressCallback):
+    """transformers' progress bar, with log lines of numbers (``'loss': 5.728``, not ``'5.728'``)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            self.training_bar.write(str(readable_logs(logs)))
+
+
+def use_readable_progress(handler: Any) -> None:
+    """Replace the trainer's default progress callback (if it has one) by the readable one."""
+    for i, callback in enumerate(handler.callbacks):
+        if type(callback) is ProgressCallback:
+            handler.callbacks[i] = ReadableProgressCallback()

@@ -31,6 +31,8 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
     # The plan (batch sizes, learning rate, outputs, hardware, resume, tracking, tokenizer and
     # data, prepared once and cached), then model and adapter.
     ctx = stages.start(loaded, cli_args)
+    if ctx.finished is not None:  # a relaunch of a complete run changes nothing
+        return ctx.finished
     plan = ctx.plan
     config, setup, data = plan.config, plan.setup, plan.data
     model, _ = stages.prepare_model(ctx)

@@ -25,16 +25,28 @@ from finetuning.model.loading import (
     load_model,
     resize_for_tokenizer,
 )
-from finetuning.tracking import MlflowExtras, export_tracking, flatten, log_final_artifacts
+from finetuning.tracking import (
+    MlflowExtras,
+    export_tracking,
+    flatten,
+    log_final_artifacts,
+    open_command,
+)
 from finetuning.train import arguments
-from finetuning.train.callbacks import InferenceTokenizerCallback, ThroughputCallback
+from finetuning.train.callbacks import (
+    InferenceTokenizerCallback,
+    ThroughputCallback,
+    use_readable_progress,
+)
 from finetuning.train.guards import FiniteCheckCallback, Preempted, PreemptionCallback
+from finetuning.train.logs import SameStepsFilter
 from finetuning.train.plan import Plan, build_plan
 from finetuning.train.report import write_report
 from finetuning.train.summary import (
     RunSummary,
     check_writable,
     estimated_checkpoint_bytes,
+    finished_run,
     summarize,
 )
 
@@ -49,11 +61,14 @@ class RunContext:
         plan: Everything decided before the model loads (shared with `finetuning validate`).
         state: accelerate's ``PartialState`` (which process this is).
         started: ``time.perf_counter()`` at the start.
+        finished: Set when ``output_dir`` holds this run, complete: the recipe returns it,
+            changing nothing.
     """
 
     plan: Plan
     state: Any
     started: float
+    finished: RunSummary | None = None
 
     @property
     def config(self) -> Any:
@@ -94,6 +109,18 @@ def start(loaded: LoadedConfig, cli_args: Any = None) -> RunContext:
         loaded, arguments.world_size(), cli_args, main_process_first=state.main_process_first
     )
     arguments.log_resolved(config, plan.resolved, list(plan.notes) if state.is_main_process else [])
+    finished = finished_run(plan.output_dir, plan.resume, plan.final_dir, plan.trained_config())
+    if finished is not None:
+        logger.info(
+            "the run in %s is complete (step %d of %d; final model in %s): nothing to do, "
+            "nothing changed. To train again, choose a new output_dir or set "
+            "run_conf.resume_from_checkpoint: false",
+            plan.output_dir,
+            finished.steps,
+            finished.steps,
+            plan.final_dir,
+        )
+        return RunContext(plan, state, started, finished=finished)
     full = config.peft_conf.peft_type == "NO_PEFT"
     check_writable(plan.output_dir, estimated_checkpoint_bytes(config.run_conf.model, full))
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(plan.logging_dir)
@@ -177,6 +204,21 @@ def callbacks(ctx: RunContext) -> RunCallbacks:
     return RunCallbacks(throughput, preemption, mlflow, tuple(found))
 
 
+def engine_resolved(plan: Plan) -> dict[str, Any]:
+    """What the engine derived from the config for this run (shown in the run report)."""
+    r = plan.resolved
+    return {
+        "processes": r.world_size,
+        "per-device train batch": r.per_device_train,
+        "gradient accumulation": r.accumulation,
+        "per-device eval batch": r.per_device_eval,
+        "learning rate": r.learning_rate,
+        "output_dir": str(plan.output_dir),
+        "resumed from": plan.resume,
+        "mlflow": plan.tracking.uri if plan.tracking else None,
+    }
+
+
 def train_and_save(ctx: RunContext, trainer: Any, callbacks: RunCallbacks) -> RunSummary:
     """Write the resolved config, train (resuming if asked), save the final model and summary."""
     plan = ctx.plan
@@ -191,7 +233,15 @@ def train_and_save(ctx: RunContext, trainer: Any, callbacks: RunCallbacks) -> Ru
     # Throughput first, so every logger (MLflow, TensorBoard) sees tokens/s in the same log.
     handler = trainer.callback_handler
     handler.callbacks.sort(key=lambda cb: cb is not callbacks.throughput)
-    result = trainer.train(resume_from_checkpoint=plan.resume)
+    use_readable_progress(handler)
+    # transformers compares the configured eval/save steps with the resumed state's as is.
+    same_steps = SameStepsFilter(lambda: trainer.state.max_steps)
+    trainer_logger = logging.getLogger("transformers.trainer_utils")
+    trainer_logger.addFilter(same_steps)
+    try:
+        result = trainer.train(resume_from_checkpoint=plan.resume)
+    finally:
+        trainer_logger.removeFilter(same_steps)
     preemption = callbacks.preemption
     if preemption.stopped_at is not None:
         checkpoint = out / f"checkpoint-{preemption.stopped_at}"
@@ -211,8 +261,21 @@ def train_and_save(ctx: RunContext, trainer: Any, callbacks: RunCallbacks) -> Ru
         summary.write(out / "run_summary.json")
         report = plan.report
         preflight_lines = [*report.lines, *(f"WARNING: {w}" for w in report.warnings)]
-        files = write_report(out, summary, trained_config, preflight_lines)
+        files = write_report(
+            out,
+            summary,
+            trained_config,
+            preflight_lines,
+            flatten(plan.config.model_dump(mode="json", exclude_unset=True)),
+            engine_resolved(plan),
+        )
+        mlflow_line = ""
         if callbacks.mlflow is not None:
-            log_final_artifacts(callbacks.mlflow.run_id, [*files, out / "run_summary.json"])
-        logger.info("%s\n  report: %s", summary.format(), files[1])
+            run_id = callbacks.mlflow.run_id
+            log_final_artifacts(run_id, [*files, out / "run_summary.json"])
+            if run_id and plan.tracking is not None:
+                mlflow_line = (
+                    f"\n  mlflow: run {run_id}; see it with: {open_command(plan.tracking.uri)}"
+                )
+        logger.info("%s\n  report: %s%s", summary.format(), files[1], mlflow_line)
     return summary

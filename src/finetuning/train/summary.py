@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -9,6 +10,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from finetuning.errors import UserError
 from finetuning.model import attention
@@ -50,13 +53,34 @@ class RunSummary:
         data = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
         path.write_text(json.dumps(data, indent=1))
 
+    @classmethod
+    def read(cls, path: Path) -> RunSummary:
+        """The summary a finished run wrote with :meth:`write`."""
+        data = json.loads(path.read_text())
+        names = {f.name for f in dataclasses.fields(cls)}
+        summary = cls(**{k: v for k, v in data.items() if k in names})
+        summary.final_dir = Path(summary.final_dir)
+        return summary
+
     def format(self) -> str:
+        first = (
+            f"; first optimizer step {self.first_step_seconds:.1f}s after the command started"
+            if self.first_step_seconds is not None
+            else ""
+        )
+        losses = [
+            f"{name}: {value:.4f}"
+            for name, value in (
+                ("final train loss", self.train_loss),
+                ("eval loss", self.eval_loss),
+            )
+            if value is not None
+        ]
         lines = [
             "run summary:",
-            f"  steps: {self.steps}; time: {self.seconds:.1f}s; first optimizer step "
-            f"{_fmt(self.first_step_seconds, '.1f')}s after the command started",
+            f"  steps: {self.steps}; time: {self.seconds:.1f}s{first}",
             f"  tokens: {self.tokens} ({self.tokens_per_second:.0f} tokens/s)",
-            f"  final train loss: {_fmt(self.train_loss)}; eval loss: {_fmt(self.eval_loss)}",
+            *([f"  {'; '.join(losses)}"] if losses else []),
             *(
                 [
                     f"  rewards: accuracy {_fmt(self.rewards.get('rewards/accuracies'))}, "
@@ -84,11 +108,13 @@ def summarize(
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
     runtime = result.metrics.get("train_runtime") or seconds
     tokens = int(trainer.state.num_input_tokens_seen)
+    # A resumed run's rate counts only the tokens this invocation trained on.
+    trained = tokens - int(getattr(throughput, "start_tokens", 0) or 0)
     return RunSummary(
         steps=int(trainer.state.global_step),
         seconds=seconds,
         tokens=tokens,
-        tokens_per_second=tokens / runtime if runtime else 0.0,
+        tokens_per_second=trained / runtime if runtime else 0.0,
         train_loss=losses[-1] if losses else None,
         eval_loss=evals[-1] if evals else None,
         final_dir=final_dir,
@@ -103,6 +129,29 @@ def summarize(
             if key.startswith("rewards/")
         },
     )
+
+
+def finished_run(
+    output_dir: Path, resume: str | None, final_dir: Path, config_data: dict[str, Any]
+) -> RunSummary | None:
+    """The summary of the run in ``output_dir`` when it is complete, else None.
+
+    Complete means: the checkpoint to resume from reached its last step, the final model and
+    the summary of that step are there, and the resolved config is the one that run wrote (a
+    changed config, e.g. more epochs, resumes and trains as before).
+    """
+    if resume is None:
+        return None
+    try:
+        state = json.loads((Path(resume) / "trainer_state.json").read_text())
+        summary = RunSummary.read(output_dir / "run_summary.json")
+        stored = yaml.safe_load((output_dir / "resolved_config.yaml").read_text())
+    except (OSError, ValueError, TypeError, yaml.YAMLError):
+        return None
+    step, last = state.get("global_step", 0), state.get("max_steps", 0)
+    done = 0 < last <= step and summary.steps == step and final_dir.is_dir()
+    same_config = stored == yaml.safe_load(yaml.safe_dump(config_data, sort_keys=False))
+    return summary if done and same_config else None
 
 
 def estimated_checkpoint_bytes(model: str, full_parameter: bool) -> int:

@@ -1,0 +1,78 @@
+"""`finetuning init example && finetuning sft example/sft.yaml`, run twice; the DPO and generate
+examples; init on a changed example."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from finetuning.errors import UserError
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _stamp(path):
+    return path.read_bytes(), path.stat().st_mtime_ns
+
+
+def test_readme_one_liner_run_a_second_time_changes_nothing(trained_chatml):
+    """The fixture ran the one-liner once (init, then the SFT run); here it runs again."""
+    example = trained_chatml.parent
+    outputs = ["run_summary.json", "run_report.html", "loss.png", "data_preflight.txt"]
+    before = {name: _stamp(trained_chatml / name) for name in outputs}
+    init = run_cli("init", example)
+    assert init.returncode == 0, init.stderr
+    assert "already holds the unchanged example; left it alone" in init.stdout
+    result = run_cli("sft", example / "sft.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"the run in {trained_chatml} is complete (step 119 of 119" in result.stderr
+    assert "nothing changed" in result.stderr
+    assert "Loading weights" not in result.stderr and "tokens/s" not in result.stderr
+    assert {name: _stamp(trained_chatml / name) for name in outputs} == before
+
+
+def test_generate_example_config_runs_on_the_trained_example(trained_chatml, tmp_path):
+    from finetuning.tools.generate import generate_from_config
+
+    out = generate_from_config(trained_chatml.parent / "generate.yaml", tmp_path / "answers.yaml")
+    records = yaml.safe_load(out.read_text())
+    assert len(records) == 8
+    assert sum(r["answer"] == r["correct_answers"][0] for r in records) >= 4, records
+
+
+def test_dpo_example_trains_offline_on_the_example_model(tmp_path):
+    from finetuning.config.loading import load_config
+    from finetuning.tools.init import init_example
+    from finetuning.train import dpo
+
+    root = tmp_path / "example"
+    init_example(root, rows=400)  # 100 preference rows: 6 steps, so one logged at step 5
+    summary = dpo.run(load_config(root / "dpo.yaml", "dpo"))
+    assert summary.steps >= 1
+    assert (root / "checkpoints-dpo" / "checkpoint-final" / "model.safetensors").is_file()
+    assert "rewards/margins" in summary.rewards
+
+
+def test_init_on_a_changed_example_or_another_folder(tmp_path, capsys):
+    from finetuning.tools.init import init_example
+
+    root = tmp_path / "example"
+    init_example(root, rows=40)
+    original = (root / "sft.yaml").read_text()
+    (root / "sft.yaml").write_text(original.replace("num_train_epochs: 1", "num_train_epochs: 3"))
+    with pytest.raises(UserError, match=r"changed since `finetuning init` wrote it \(sft.yaml\)"):
+        init_example(root, rows=40)
+    (root / "checkpoints").mkdir()
+    (root / "checkpoints" / "keep.txt").write_text("mine")
+    init_example(root, rows=40, force=True)
+    assert (root / "sft.yaml").read_text() == original
+    assert (root / "checkpoints" / "keep.txt").read_text() == "mine"
+    capsys.readouterr()
+    init_example(root, rows=40)
+    assert "unchanged example; left it alone" in capsys.readouterr().out
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="add --force"):
+        init_example(other)
