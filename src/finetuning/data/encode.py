@@ -26,8 +26,9 @@ CHUNK = 2000
 PARALLEL_MIN_ROWS = 20_000
 STORE_ARRAYS = ("input_ids", "labels", "offsets", "status", "full_lengths")
 
-#: Row status codes in :class:`TokenStore`.
-OK, TOO_LONG, TRUNCATED, NOTHING_TRAINED = 0, 1, 2, 3
+#: Row status codes in :class:`TokenStore` (IDENTICAL: a preference row whose chosen and
+#: rejected completions are the same tokens, which DPO learns nothing from).
+OK, TOO_LONG, TRUNCATED, NOTHING_TRAINED, IDENTICAL = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,16 @@ class TokenStore:
         )
 
 
+def template_refused(row: dict[str, Any], exc: Exception) -> str:
+    """The message for a row the tokenizer's own chat template raised on (keep-original)."""
+    roles = [m.get("role") for m in row.get("messages") or row.get("prompt_messages") or []]
+    return (
+        f"{row.get('_where', 'a row')}: the tokenizer's chat template (keep-original) refused "
+        f"this conversation: {exc} (its roles: {', '.join(map(str, roles))}). Fix the row, or "
+        "choose a named template that accepts it (chat-ml, ...)"
+    )
+
+
 def special_prefix(tokenizer: Any) -> list[int]:
     """The ids the tokenizer adds before a text when encoding with special tokens (e.g. BOS)."""
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
@@ -117,12 +128,16 @@ def encode_chunk(
     """Encode SFT rows (``messages``) into a :class:`TokenStore`."""
     texts: list[str] = []
     spans: list[tuple[tuple[int, int], ...]] = []
+    from jinja2 import TemplateError
+
     for row in rows:
         try:
             rendered = render(settings.template, row["messages"], tokenizer)
         except TemplateMismatch as exc:
             where = row.get("_where", "a row")
             raise UserError(f"{where}: {exc}") from None
+        except TemplateError as exc:  # keep-original: the template itself refused the row
+            raise UserError(template_refused(row, exc)) from None
         texts.append(rendered.text)
         spans.append(rendered.spans)
     encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)

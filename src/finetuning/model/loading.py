@@ -94,12 +94,39 @@ def check_quantized_vocabulary(config: ExperimentConfig, tokenizer: Any) -> None
         )
 
 
+def check_weight_files(source: str | Path, key: str) -> None:
+    """Before loading a local model folder: every safetensors file must be complete.
+
+    A truncated file (an interrupted copy or download) otherwise fails deep in safetensors
+    ("incomplete metadata, file not fully covered") without naming the file.
+
+    Raises:
+        UserError: A weights file is truncated or corrupt (the file is named).
+    """
+    from finetuning.train.checkpoints import safetensors_problem
+
+    folder = Path(source)
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            problem = safetensors_problem(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problem = f"unreadable ({exc})"
+        if problem:
+            raise UserError(
+                f"{key}: the weights file {path} is {problem}: it was not copied or downloaded "
+                "completely; copy it again"
+            )
+
+
 def load_model(config: ExperimentConfig, distributed: str | None = None) -> Any:
     """Load ``run_conf.model`` as a causal LM for training."""
     from transformers import AutoModelForCausalLM
 
     source = config.run_conf.model
     kwargs = model_kwargs(config, distributed)
+    check_weight_files(source, "run_conf.model")
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:

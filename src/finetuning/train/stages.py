@@ -42,7 +42,7 @@ from finetuning.tracking import (
     log_final_artifacts,
     setup_tracking,
 )
-from finetuning.train import arguments
+from finetuning.train import arguments, final_save, fingerprint, interrupts, lock, writes
 from finetuning.train.batch import Resolved, resolve
 from finetuning.train.callbacks import InferenceTokenizerCallback, ThroughputCallback
 from finetuning.train.checkpoints import resolve_resume
@@ -99,6 +99,7 @@ def start(loaded: LoadedConfig, default_lr: float, cli_args: Any = None) -> RunC
     from accelerate import PartialState
 
     started = time.perf_counter()
+    interrupts.install()  # SIGTERM/Ctrl-C before training: exit 75, nothing half-written
     config = loaded.config
     # Without a GPU several processes talk over gloo; the trainer reuses this state.
     state = PartialState(
@@ -112,8 +113,11 @@ def start(loaded: LoadedConfig, default_lr: float, cli_args: Any = None) -> RunC
     output_dir, logging_dir = arguments.output_dirs(config)
     full = config.peft_conf.peft_type == "NO_PEFT"
     check_writable(output_dir, estimated_checkpoint_bytes(config.run_conf.model, full))
+    lock.acquire(output_dir, state.is_main_process)  # one run per output_dir
+    writes.watch(output_dir)  # a full disk is reported on this folder
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(logging_dir)
     resume = resolve_resume(config.run_conf.resume_from_checkpoint, output_dir)
+    fingerprint.check_and_record(config, output_dir, resume, state.is_main_process)
     arguments.set_determinism(config)
     tracking = setup_tracking(config, cli_args, output_dir)
     return RunContext(config, resolved, output_dir, resume, tracking, state, cli_args, started)
@@ -232,9 +236,10 @@ def train_and_save(
             f"{checkpoint}; run the same command again with resume_from_checkpoint: auto to continue"
         )
     final_dir = ctx.output_dir / ctx.config.run_conf.final_checkpoint_name
-    trainer.save_model(str(final_dir))
-    if trainer.is_world_process_zero():
-        save_for_inference(setup.tokenizer, ctx.config.data_conf.chat_template_name, final_dir)
+    template = ctx.config.data_conf.chat_template_name
+    final_save.save_final(
+        trainer, final_dir, lambda d: save_for_inference(setup.tokenizer, template, d)
+    )
     summary = summarize(trainer, result, throughput, final_dir, time.perf_counter() - ctx.started)
     if ctx.is_main:
         summary.write(ctx.output_dir / "run_summary.json")
