@@ -24,12 +24,10 @@ from finetuning.cli import main
 from finetuning.config.data import ChatTemplateName as T
 from finetuning.config.data import ChatTrainValidConfig
 from finetuning.data.encode import EncodeSettings, TokenStore
-from finetuning.data.prepare import cache_problem, cache_root, prepare_data
+from finetuning.data.prepare import cache_root, prepare_data
 from finetuning.errors import UserError
 from finetuning.testing import build_model, synthetic_chats, synthetic_preferences, write_jsonl
-from finetuning.train import interrupts, lock
 from finetuning.train.checkpoints import checkpoint_problem, latest_checkpoint
-from finetuning.train.writes import no_space_error, watch
 from tests.helpers import minimal_dpo, minimal_sft, write_config
 
 # --- 2: the output-dir lock -------------------------------------------------------------------
@@ -41,6 +39,8 @@ HOLD = (
 
 
 def test_a_live_holder_is_named_and_other_ranks_do_not_take_the_lock(tmp_path):
+    from finetuning.train import lock
+
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(tmp_path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -68,6 +68,8 @@ def test_a_live_holder_is_named_and_other_ranks_do_not_take_the_lock(tmp_path):
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
+    from finetuning.train import lock
+
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = {"host": socket.gethostname(), "pid": dead.pid, "started": "yesterday"}
@@ -135,6 +137,8 @@ SETTINGS = EncodeSettings(T.KEEP_ORIGINAL, 512)
 
 
 def test_an_empty_cache_file_is_rebuilt_with_a_warning(cache_dir, sft_conf, tiny_tokenizer, caplog):
+    from finetuning.data.prepare import cache_problem
+
     first = prepare_data(sft_conf, tiny_tokenizer, SETTINGS)
     assert not first.cache_hit and cache_problem(first.cache_path) is None
     (first.cache_path / "input_ids.npy").write_bytes(b"")  # the disk filled while writing
@@ -213,6 +217,8 @@ def test_a_really_full_tmpfs_cache(tmp_path, monkeypatch, sft_conf, tiny_tokeniz
 
 
 def test_write_errors_from_a_full_disk_name_the_folder(tmp_path):
+    from finetuning.train.writes import no_space_error, watch
+
     watch(tmp_path)
     plain = no_space_error(OSError(errno.ENOSPC, "No space left on device"))
     assert plain is not None and str(plain).startswith(f"no space left on {tmp_path} (")
@@ -247,6 +253,8 @@ def test_a_full_disk_while_writing_reports_is_exit_2(tmp_path, tiny_llama, chat_
 
 
 def test_the_run_handler_stops_before_training_and_defers_in_the_final_save():
+    from finetuning.train import interrupts
+
     previous = signal.getsignal(signal.SIGTERM)
     interrupts.install()
     try:
@@ -296,7 +304,7 @@ def test_a_signal_while_the_cache_is_written_exits_75_and_leaves_it_valid(
     name = signal.Signals(signum).name
     assert f"stopped by {name} before training started (nothing was half-written)" in err
     assert list(cache_dir.iterdir()) == []  # no entry, no temporary folder
-    assert not (tmp_path / "out" / lock.LOCK_NAME).exists()  # the lock was given back
+    assert not (tmp_path / "out" / ".finetuning.lock").exists()  # the lock was given back
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 

@@ -136,42 +136,55 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def check_resume(config: ExperimentConfig, resume: str | None) -> None:
+    """Refuse a resume whose config changed what the checkpoint depends on (reads only).
+
+    The fingerprint is the one stored beside the checkpoint (in its parent folder). A checkpoint
+    without one (written by an older version) is resumed as before, with a note.
+
+    Raises:
+        UserError: The resume would continue a checkpoint of a different setup; each change is
+            listed with the two ways out.
+    """
+    if resume is None:
+        return
+    stored_path = Path(resume).parent / FILE_NAME
+    try:
+        stored = json.loads(stored_path.read_text())
+    except FileNotFoundError:
+        logger.info("%s has no %s: resuming without checking the config", resume, FILE_NAME)
+        return
+    except (OSError, ValueError):
+        logger.warning("%s is unreadable: resuming without checking the config", stored_path)
+        return
+    changes = _differences(stored, fingerprint(config))
+    if changes:
+        raise UserError(
+            changes,
+            header=(
+                f"cannot resume {resume}: the config changed what its checkpoints depend on. "
+                "Either start a new run in another training_args.output_dir, or start over in "
+                "this one with run_conf.resume_from_checkpoint: false. Changed:"
+            ),
+        )
+
+
+def record(config: ExperimentConfig, output_dir: Path) -> None:
+    """Write the fingerprint of ``config`` into ``output_dir`` (main process only)."""
+    from finetuning.train.writes import atomic_write_text
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / FILE_NAME, json.dumps(fingerprint(config), indent=1) + "\n")
+
+
 def check_and_record(
     config: ExperimentConfig, output_dir: Path, resume: str | None, is_main: bool = True
 ) -> None:
-    """Refuse a resume whose config changed what the checkpoint depends on; record it otherwise.
-
-    A fresh run (``resume`` None) writes the fingerprint; a resume compares with the one
-    stored beside the checkpoint (its parent folder). A checkpoint without one (written by an
-    older version) is resumed as before, with a note.
+    """At the start of a run: :func:`check_resume`, then :func:`record` on the main process.
 
     Raises:
-        UserError: The resume would continue a checkpoint of a different setup.
+        UserError: See :func:`check_resume`.
     """
-    current = fingerprint(config)
-    if resume is not None:
-        stored_path = Path(resume).parent / FILE_NAME
-        try:
-            stored = json.loads(stored_path.read_text())
-        except FileNotFoundError:
-            stored = None
-            logger.info("%s has no %s: resuming without checking the config", resume, FILE_NAME)
-        except (OSError, ValueError):
-            stored = None
-            logger.warning("%s is unreadable: resuming without checking the config", stored_path)
-        if stored is not None:
-            changes = _differences(stored, current)
-            if changes:
-                raise UserError(
-                    [*changes],
-                    header=(
-                        f"cannot resume {resume}: the config changed what its checkpoints depend "
-                        "on. Either start a new run in another training_args.output_dir, or start "
-                        "over in this one with run_conf.resume_from_checkpoint: false. Changed:"
-                    ),
-                )
+    check_resume(config, resume)
     if is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        from finetuning.train.writes import atomic_write_text
-
-        atomic_write_text(output_dir / FILE_NAME, json.dumps(current, indent=1) + "\n")
+        record(config, output_dir)

@@ -166,8 +166,9 @@ def prepare_model(ctx: RunContext, setup: TokenizerSetup) -> tuple[Any, bool]:
             config.sft_args.save_name_if_new_basemodel if config.sft_args else NEW_BASEMODEL_DEFAULT
         )
         base_dir = ctx.output_dir / name
-        model.save_pretrained(base_dir)
-        save_for_inference(setup.tokenizer, config.data_conf.chat_template_name, base_dir)
+        with interrupts.deferred("saving the resized base model"):  # never half-written
+            model.save_pretrained(base_dir)
+            save_for_inference(setup.tokenizer, config.data_conf.chat_template_name, base_dir)
         logger.info("saved the resized base model to %s (needed to merge the adapter)", base_dir)
     return apply_adapter(config, model, resized), resized
 
