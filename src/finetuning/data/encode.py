@@ -233,12 +233,17 @@ def encode_rows(
         with ProcessPoolExecutor(
             num_workers, mp_context=context, initializer=_init_worker, initargs=(tokenizer,)
         ) as pool:
-            for chunk, part in zip(
-                chunks,
-                pool.map(_encode_in_worker, [(encode, c, settings) for c in chunks]),
-                strict=True,
-            ):
-                parts.append(part)
-                bar.update(len(chunk))
+            try:
+                for chunk, part in zip(
+                    chunks,
+                    pool.map(_encode_in_worker, [(encode, c, settings) for c in chunks]),
+                    strict=True,
+                ):
+                    parts.append(part)
+                    bar.update(len(chunk))
+            except BaseException:
+                # A bad row or a signal: drop the queued chunks instead of encoding them all.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     bar.close()
     return type(parts[0]).concat(parts)
