@@ -195,6 +195,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BaseException as exc:
+        return _stopped_or_raise(exc)
+    finally:
+        _end_run()
+
+
+def _stopped_or_raise(exc: BaseException) -> int:
+    """Exit codes of a signal outside the training loop and of a full disk; others re-raise."""
+    from finetuning.train.interrupts import Interrupted
+    from finetuning.train.writes import no_space_error
+
+    if isinstance(exc, Interrupted):
+        print(f"stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
+    error = no_space_error(exc) if isinstance(exc, Exception) else None
+    if error is None:
+        raise exc
+    return report_user_error(error)
+
+
+def _end_run() -> None:
+    """Give back what a training run held: the output-dir lock and the signal handlers."""
+    if "finetuning.train.lock" in sys.modules:
+        from finetuning.train import interrupts, lock
+
+        lock.release()
+        interrupts.restore()
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from finetuning.data.prepare import _file_digest
+from finetuning.data.prepare import file_digest
 from finetuning.data.rows import read_rows
 from finetuning.errors import UserError
 from finetuning.testing import synthetic_chats, synthetic_tool_chats
@@ -79,11 +79,11 @@ def test_folder_cache_digest_follows_its_contents(tmp_path):
 
     folder = tmp_path / "saved"
     Dataset.from_list(_rows()).save_to_disk(str(folder))
-    first = _file_digest(folder)
-    assert _file_digest(folder) == first
+    first = file_digest(folder)
+    assert file_digest(folder) == first
     other = tmp_path / "other"
     Dataset.from_list(_rows()[:3]).save_to_disk(str(other))
-    assert _file_digest(other) != first
+    assert file_digest(other) != first
 
 
 @pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])

@@ -29,8 +29,9 @@ CHUNK = 2000
 PARALLEL_MIN_ROWS = 20_000
 STORE_ARRAYS = ("input_ids", "labels", "offsets", "status", "full_lengths")
 
-#: Row status codes in :class:`TokenStore`.
-OK, TOO_LONG, TRUNCATED, NOTHING_TRAINED = 0, 1, 2, 3
+#: Row status codes in :class:`TokenStore` (IDENTICAL: a preference row whose chosen and
+#: rejected completions are the same tokens, which DPO learns nothing from).
+OK, TOO_LONG, TRUNCATED, NOTHING_TRAINED, IDENTICAL = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,16 @@ class TokenStore:
         )
 
 
+def template_refused(row: dict[str, Any], exc: Exception) -> str:
+    """The message for a row the tokenizer's own chat template raised on (keep-original)."""
+    roles = [m.get("role") for m in row.get("messages") or row.get("prompt_messages") or []]
+    return (
+        f"{row.get('_where', 'a row')}: the tokenizer's chat template (keep-original) refused "
+        f"this conversation: {exc} (its roles: {', '.join(map(str, roles))}). Fix the row, or "
+        "choose a named template that accepts it (chat-ml, ...)"
+    )
+
+
 def special_prefix(tokenizer: Any) -> list[int]:
     """The ids the tokenizer adds before a text when encoding with special tokens (e.g. BOS)."""
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
@@ -135,6 +146,8 @@ def encode_chunk(
     texts: list[str] = []
     spans: list[tuple[tuple[int, int], ...]] = []
     reasoning: list[tuple[tuple[int, int], ...]] = []
+    from jinja2 import TemplateError
+
     for row in rows:
         messages = row["messages"]
         if settings.drop_past_reasoning:
@@ -144,6 +157,8 @@ def encode_chunk(
         except (TemplateMismatch, UnsupportedRow) as exc:
             where = row.get("_where", "a row")
             raise UserError(f"{where}: {exc}") from None
+        except TemplateError as exc:  # keep-original: the template itself refused the row
+            raise UserError(template_refused(row, exc)) from None
         texts.append(rendered.text)
         spans.append(rendered.spans)
         reasoning.append(() if settings.train_on_reasoning else rendered.reasoning)
@@ -241,12 +256,17 @@ def encode_rows(
         with ProcessPoolExecutor(
             num_workers, mp_context=context, initializer=_init_worker, initargs=(tokenizer,)
         ) as pool:
-            for chunk, part in zip(
-                chunks,
-                pool.map(_encode_in_worker, [(encode, c, settings) for c in chunks]),
-                strict=True,
-            ):
-                parts.append(part)
-                bar.update(len(chunk))
+            try:
+                for chunk, part in zip(
+                    chunks,
+                    pool.map(_encode_in_worker, [(encode, c, settings) for c in chunks]),
+                    strict=True,
+                ):
+                    parts.append(part)
+                    bar.update(len(chunk))
+            except BaseException:
+                # A bad row or a signal: drop the queued chunks instead of encoding them all.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     bar.close()
     return type(parts[0]).concat(parts)

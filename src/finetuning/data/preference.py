@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from finetuning.data.encode import (
+    IDENTICAL,
     IGNORE,
     OK,
     TOO_LONG,
@@ -24,6 +25,7 @@ from finetuning.data.encode import (
     TokenStore,
     needs_special_prefix,
     special_prefix,
+    template_refused,
 )
 from finetuning.data.templates import TemplateMismatch, render
 from finetuning.errors import Problem, UserError
@@ -40,7 +42,7 @@ class PreferenceStore:
         chosen: Chosen completion ids per row (labels = the ids).
         rejected: Rejected completion ids per row.
         status: Per row: OK, TRUNCATED (prompt or completions cut), TOO_LONG (prompt alone fills
-            max_length: dropped).
+            max_length: dropped), IDENTICAL (chosen and rejected are the same tokens: dropped).
         full_lengths: Prompt + longer completion, before truncation.
     """
 
@@ -134,6 +136,8 @@ def encode_preference_chunk(
     ``keep_start``), then the completions to what is left. A prompt that alone fills
     ``max_length`` drops the row.
     """
+    from jinja2 import TemplateError
+
     prefix = special_prefix(tokenizer)
     seqs: dict[str, list[np.ndarray]] = {part: [] for part in PARTS}
     status, full_lengths, problems = [], [], []
@@ -155,6 +159,9 @@ def encode_preference_chunk(
             )
         except (TemplateMismatch, ValueError) as exc:
             problems.append(Problem(str(exc), row.get("_where", "")))
+            continue
+        except TemplateError as exc:  # keep-original: the template itself refused the row
+            problems.append(Problem(template_refused(row, exc)))
             continue
         longest = max(len(chosen), len(rejected))
         full_lengths.append(len(prompt_ids) + longest)
@@ -178,6 +185,10 @@ def encode_preference_chunk(
                 )
             else:
                 chosen, rejected = chosen[:room], rejected[:room]
+        # Identical completions (as written, or once tokenised and truncated) give DPO no
+        # signal: the loss stays at log 2 with margin 0.
+        if code != TOO_LONG and np.array_equal(chosen, rejected):
+            code = IDENTICAL
         status.append(code)
         for part, seq in zip(PARTS, (prompt_ids, chosen, rejected), strict=True):
             seqs[part].append(seq)

@@ -159,6 +159,11 @@ def build_report(
             f"{counts['nothing_trained']} conversations have no trained token (e.g. the "
             "assistant turn was cut off) and were left out"
         )
+    if counts.get("identical_dropped"):
+        warnings.append(
+            f"{counts['identical_dropped']} preference rows have identical chosen and rejected "
+            "completions (after tokenisation) and were dropped: DPO learns nothing from them"
+        )
     valid = len(data.valid) if data.valid is not None else 0
     lines.append(f"training rows: {len(data.train)}; validation rows: {valid}")
     lengths = data.train.lengths()

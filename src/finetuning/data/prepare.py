@@ -9,6 +9,8 @@ changed input never reuses a stale one. Set ``FINETUNING_CACHE_DIR`` to choose w
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
 import logging
@@ -26,6 +28,7 @@ from finetuning import __version__
 from finetuning.config.data import ChatTrainValidConfig
 from finetuning.data import sources
 from finetuning.data.encode import (
+    IDENTICAL,
     NOTHING_TRAINED,
     OK,
     TOO_LONG,
@@ -42,7 +45,7 @@ from finetuning.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def cache_root() -> Path:
@@ -92,12 +95,25 @@ class PreparedData:
     notes: list[str] = field(default_factory=list)
 
 
-def _file_digest(path: Path) -> str:
-    """The digest of a data file's bytes (of a folder's files and their names)."""
+def file_digest(path: Path) -> str:
+    """The sha256 of a data file's bytes (of a folder's files and their names).
+
+    Computed once per process for unchanged files (same paths, sizes and modification times).
+    """
+    root = path.resolve()
+    stamp = tuple(
+        (str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in content_files(path)
+    )
+    return _digest(str(root), stamp)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(root: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
     h = hashlib.sha256()
-    for file in content_files(path):
-        if file != path:
-            h.update(str(file.relative_to(path)).encode() + b"\0")
+    for name, _, _ in stamp:
+        file = Path(name)
+        if name != root:
+            h.update(str(file.relative_to(root)).encode() + b"\0")
         with file.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
@@ -121,17 +137,91 @@ def cache_key(paths: list[Path], tokenizer: Any, settings: EncodeSettings, metho
         "format": CACHE_FORMAT,
         "engine": __version__,
         "method": method,
-        "files": [_file_digest(p) for p in paths],
+        "files": [file_digest(p) for p in paths],
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "settings": {**asdict(settings), "template": settings.template.value},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
+MANIFEST = "manifest.json"
+#: Files up to this size are checksummed whole; larger ones by their size and first/last MiB
+#: (a full hash of a multi-gigabyte cache would cost more than the cache saves).
+FULL_CHECKSUM_BYTES = 64 << 20
+
+
+def _checksum(path: Path, size: int) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        if size <= FULL_CHECKSUM_BYTES:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        else:
+            h.update(f.read(1 << 20))
+            f.seek(size - (1 << 20))
+            h.update(f.read(1 << 20))
+    return h.hexdigest()
+
+
+def _manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    entries = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        size = path.stat().st_size
+        entries[path.relative_to(folder).as_posix()] = {
+            "size": size,
+            "sha256": _checksum(path, size),
+        }
+    return entries
+
+
+def cache_problem(folder: Path) -> str | None:
+    """Why a cache entry cannot be trusted (None when every file has its recorded size and sum)."""
+    try:
+        recorded = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        return f"no {MANIFEST} (written by an older version, or interrupted)"
+    except (OSError, ValueError) as exc:
+        return f"{MANIFEST} is unreadable ({exc})"
+    for name, entry in recorded.items():
+        path = folder / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if size != entry.get("size"):
+            return f"{name} has {size} bytes, {entry.get('size')} were written (truncated)"
+        if _checksum(path, size) != entry.get("sha256"):
+            return f"{name} does not match its checksum (corrupt)"
+    return None
+
+
 def _save_atomically(store: Any, folder: Path) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
-    store.save(tmp)
+    """Write a cache entry to a temporary folder and rename it: it is complete or absent.
+
+    A cache that cannot be written (unwritable folder, full disk) is not an error: the run goes
+    on without caching, and says so.
+    """
+    tmp: Path | None = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+        store.save(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(_manifest(tmp)))
+    except OSError as exc:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        no_space = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        logger.warning(
+            "cannot write the data cache in %s (%s): going on without caching (set "
+            "FINETUNING_CACHE_DIR to a writable folder with free space to cache the encoded data)",
+            folder.parent,
+            "no space left on the device" if no_space else exc.strerror or exc,
+        )
+        return
+    except BaseException:  # interrupted (SIGTERM/Ctrl-C): leave nothing half-written behind
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         tmp.rename(folder)  # atomic: a cache folder is complete or absent
     except OSError:
@@ -139,10 +229,16 @@ def _save_atomically(store: Any, folder: Path) -> None:
 
 
 def _load(store_cls: Any, folder: Path) -> Any:
-    try:
-        return store_cls.load(folder)
-    except (OSError, ValueError):
-        return None
+    """The cached store in ``folder``, or None (a damaged entry is removed, to be rebuilt)."""
+    problem = cache_problem(folder)
+    if problem is None:
+        try:
+            return store_cls.load(folder)
+        except (OSError, ValueError, EOFError) as exc:
+            problem = f"cannot be loaded ({exc})"
+    logger.warning("the data cache entry %s is damaged: %s; rebuilding it", folder, problem)
+    shutil.rmtree(folder, ignore_errors=True)
+    return None
 
 
 def prepare_data(
@@ -215,7 +311,15 @@ def prepare_data(
     mixed = len(train_idx)
     status = np.asarray(store.status)
     usable = (status == OK) | (status == TRUNCATED)
+    mixed_idx = train_idx
     train_idx = train_idx[usable[train_idx]]
+    identical = int((status == IDENTICAL).sum())
+    if not len(train_idx) and len(mixed_idx) and (status[mixed_idx] == IDENTICAL).all():
+        raise UserError(
+            f"every preference row has identical chosen and rejected completions ({identical} "
+            "rows, compared after tokenisation): DPO learns nothing from them. Check that "
+            "chosen_messages and rejected_messages hold different answers"
+        )
     if not len(train_idx):
         raise UserError(
             f"no training rows are left after length handling ({int((status == TOO_LONG).sum())} "
@@ -235,6 +339,7 @@ def prepare_data(
         "too_long_dropped": int((status == TOO_LONG).sum()),
         "truncated": int((status == TRUNCATED).sum()),
         "nothing_trained": int((status == NOTHING_TRAINED).sum()),
+        "identical_dropped": identical,
     }
     return PreparedData(
         train=EncodedSplit(store, train_idx),

@@ -82,7 +82,13 @@ def read_records(path: str | Path, config_key: str) -> list[tuple[int, Any]]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise UserError(Problem(f"not valid UTF-8 (byte {exc.start})", f"{path}:{line}")) from None
+        raise UserError(
+            Problem(
+                f"not valid UTF-8 (byte {exc.start}): is it a binary file? rows are JSON text, "
+                "one object a line",
+                f"{path}:{line}",
+            )
+        ) from None
     return _parse(text, path)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from finetuning.config.experiment import ExperimentConfig
 from finetuning.errors import UserError
+from finetuning.model.weights import check_weight_files
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def load_model(config: ExperimentConfig, distributed: str | None = None) -> Any:
 
     source = config.run_conf.model
     kwargs = model_kwargs(config, distributed)
+    check_weight_files(source, "run_conf.model")
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:

@@ -80,15 +80,39 @@ def generate_batch(
     return results
 
 
-def _prompt_messages(row: dict[str, Any], where: str) -> list[dict[str, str]]:
+def _check_messages(value: Any, key: str, where: str) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        found = type(value).__name__ if not isinstance(value, list) else "an empty list"
+        raise UserError(f"{where}: `{key}` must be a non-empty list of messages, not {found}")
+    for i, message in enumerate(value):
+        if not (
+            isinstance(message, dict)
+            and isinstance(message.get("role"), str)
+            and isinstance(message.get("content"), str)
+        ):
+            raise UserError(
+                f"{where}: `{key}[{i}]` must be a message "
+                '{"role": "...", "content": "..."} with string role and content'
+            )
+    return value
+
+
+def _prompt_messages(row: Any, where: str) -> list[dict[str, str]]:
+    if not isinstance(row, dict):
+        raise UserError(
+            f"{where}: a row must be a JSON object with `messages` or `prompt_messages`, "
+            f"not a {type(row).__name__}"
+        )
     if "prompt_messages" in row:
-        return row["prompt_messages"]
-    messages = row.get("messages")
-    if not isinstance(messages, list) or not messages:
+        return _check_messages(row["prompt_messages"], "prompt_messages", where)
+    if "messages" not in row:
         raise UserError(f"{where}: a row needs `prompt_messages` or `messages`")
+    messages = _check_messages(row["messages"], "messages", where)
     # A conversation ending with the reference answer is prompted up to its last user turn.
     while messages and messages[-1].get("role") == "assistant":
         messages = messages[:-1]
+    if not messages:
+        raise UserError(f"{where}: `messages` has only assistant turns: there is no prompt")
     return messages
 
 
@@ -139,7 +163,15 @@ def generate_file(
 
 
 def _read_jsonl(path: Path, key: str = "--input") -> list[tuple[str, dict]]:
-    """(``file:line``, row) of each row, with the same located errors as training data."""
+    """All rows of a JSONL prompts file, each checked, before anything is generated or written.
+
+    Returns:
+        (``file:line``, row) of each row.
+
+    Raises:
+        UserError: The file is missing or not text, or rows are not valid JSON objects with a
+            prompt (with the same located errors as training data).
+    """
     problems, rows = [], []
     for line, record in read_records(path, key):
         where = f"{path}:{line}"
@@ -154,7 +186,65 @@ def _read_jsonl(path: Path, key: str = "--input") -> list[tuple[str, dict]]:
     if problems:
         more = " (showing the first 20)" if len(problems) > MAX_REPORTED else ""
         raise UserError(problems[:MAX_REPORTED], header=f"{path} has malformed rows{more}:")
+    for where, row in rows:
+        _prompt_messages(row, where)
+    if not rows:
+        raise UserError(f"{path} has no rows")
     return rows
+
+
+def _check_outputs(inputs: list[Path], output: Path) -> None:
+    """Refuse an output that is one of the inputs (it would be emptied before it is read)."""
+    for source in inputs:
+        if source.resolve() == output.resolve() or (
+            source.exists() and output.exists() and source.samefile(output)
+        ):
+            raise UserError(
+                f"the output {output} is the input file: that would overwrite the prompts; "
+                "choose another output path"
+            )
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    An error (or Ctrl-C) while generating leaves an existing ``path`` as it was.
+    """
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def _decoded_lines(stdin: Any, stdout: TextIO) -> Iterable[str]:
+    """Lines of ``stdin`` (text, or bytes decoded as UTF-8; an undecodable line is skipped)."""
+    while True:
+        line = stdin.readline()
+        if not line:
+            return
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                stdout.write(f"(that line is not valid UTF-8 at byte {exc.start}; ignored)\n")
+                stdout.write("> ")
+                stdout.flush()
+                continue
+        yield line
 
 
 def chat(
@@ -179,10 +269,11 @@ def chat(
     if tools:
         names = ", ".join(str(tool_name(t)) for t in tools)
         stdout.write(f"tools: {names}; answer a tool call with /tool RESULT\n")
+    lines = iter(_decoded_lines(stdin, stdout))
     while True:
         stdout.write("> ")
         stdout.flush()
-        line = stdin.readline()
+        line = next(lines, "")
         if not line or line.strip() == "/exit":
             break
         if line.strip() == "/reset":
@@ -228,17 +319,24 @@ def generate_from_config(config_path: str | Path, outpath: str | Path) -> Path:
     data, root = read_yaml(Path(config_path))
     conf = validate_file_data(GenerationConfig, data, Path(config_path), root, "generate config")
     mc = conf.model_conf
+    prompt = conf.prompt_conf
+    out = Path(outpath)
+    # Every input is read and checked before the model loads and before the output is touched.
+    rows = []
+    if prompt.type != "open-input":
+        _check_outputs([Path(prompt.data.path), Path(config_path)], out)
+        rows = _read_jsonl(Path(prompt.data.path), "prompt_conf.data.path")
+    else:
+        _check_outputs([Path(config_path)], out)
     kwargs = load_kwargs(mc.model_args, conf.quant_conf, key="model_conf.model_args")
     model, tok = load_for_inference(mc.model, mc.adapter, mc.tokenizer, kwargs)
     params = dict(conf.hf_gen_params)
-    prompt = conf.prompt_conf
     if prompt.type == "open-input":
         items = [
             (str(i), prompt.input, "_open_prompt_data_", "") for i in range(prompt.num_samples)
         ]
     else:
         items = []
-        rows = _read_jsonl(Path(prompt.data.path), "prompt_conf.data.path")
         for i, (where, row) in enumerate(rows):
             messages = _prompt_messages(row, where)
             reference = (row.get("chosen_messages") or row.get("messages") or [{}])[-1].get(
@@ -267,8 +365,8 @@ def generate_from_config(config_path: str | Path, outpath: str | Path) -> Path:
                 },
             }
         )
-    out = Path(outpath)
-    out.write_text(yaml.safe_dump(records, sort_keys=False, allow_unicode=True))
+    text = yaml.safe_dump(records, sort_keys=False, allow_unicode=True)
+    _write_atomically(out, lambda f: f.write(text))
     return out
 
 
@@ -301,18 +399,27 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         if not (args.input and args.output):
             raise UserError("generate --model needs --input IN.jsonl and --output OUT.jsonl")
+        _check_positive(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+        _check_outputs([args.input], args.output)
+        rows = _read_jsonl(args.input)  # all of it, checked, before the output is touched
+        tools = read_tools(args.tools)
         model, tok = load_for_inference(args.model, args.adapter, args.tokenizer)
-        with args.output.open("w", encoding="utf-8") as out:
-            count = generate_file(
-                model,
-                tok,
-                _read_jsonl(args.input),
-                out,
-                {"max_new_tokens": args.max_new_tokens},
-                args.batch_size,
-                tools=read_tools(args.tools),
-            )
-        print(f"wrote {count} answers to {args.output}", file=sys.stderr)
+        counts = []
+        _write_atomically(
+            args.output,
+            lambda out: counts.append(
+                generate_file(
+                    model,
+                    tok,
+                    rows,
+                    out,
+                    {"max_new_tokens": args.max_new_tokens},
+                    args.batch_size,
+                    tools=tools,
+                )
+            ),
+        )
+        print(f"wrote {counts[0]} answers to {args.output}", file=sys.stderr)
         return 0
     if not (args.config and args.outpath):
         raise UserError("generate needs CONFIG OUTPUT.yaml, or --model with --input and --output")
@@ -321,9 +428,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_chat(args: argparse.Namespace) -> int:
+    _check_positive(max_new_tokens=args.max_new_tokens)
     tools = read_tools(args.tools)
     model, tok = load_for_inference(args.model, args.adapter, args.tokenizer)
-    chat(model, tok, sys.stdin, sys.stdout, {"max_new_tokens": args.max_new_tokens}, tools)
+    # Bytes, decoded line by line: one undecodable line is skipped instead of ending the chat.
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)
+    chat(model, tok, stdin, sys.stdout, {"max_new_tokens": args.max_new_tokens}, tools)
     return 0
 
 

@@ -76,6 +76,18 @@ def resolve_base(base: str, adapter: str | None, tokenizer_len: int) -> str:
     )
 
 
+def _shape_mismatch(base: str, adapter: str, text: str) -> str:
+    """A short message for PEFT's "size mismatch" state-dict error (first tensor only)."""
+    lines = [line.strip() for line in text.splitlines() if "size mismatch" in line]
+    count = len(lines)
+    first = lines[0].removeprefix("size mismatch for ") if lines else text.splitlines()[0]
+    return (
+        f"the adapter {adapter!r} does not fit the base model {base!r}: {count} tensor(s) have "
+        f"other shapes (first: {first}). Use the base model the adapter was trained on (its "
+        "adapter_config.json names it as base_model_name_or_path)"
+    )
+
+
 def load_tokenizer_for_inference(source: str) -> Any:
     """Load a saved tokenizer (ours are saved inference-ready)."""
     from transformers import AutoTokenizer
@@ -107,8 +119,11 @@ def load_for_inference(
     """
     from transformers import AutoModelForCausalLM
 
+    from finetuning.model.weights import check_weight_files
+
     tok = load_tokenizer_for_inference(tokenizer or adapter or model)
     base = resolve_base(model, adapter, len(tok))
+    check_weight_files(base, "the model")
     try:
         loaded = AutoModelForCausalLM.from_pretrained(base, **(model_kwargs or {}))
     except (OSError, ValueError) as exc:
@@ -116,10 +131,15 @@ def load_for_inference(
     if adapter is not None:
         from peft import PeftModel
 
+        check_weight_files(adapter, "the adapter")
         try:
             loaded = PeftModel.from_pretrained(loaded, adapter)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load the adapter {adapter!r}: {exc}") from None
+        except RuntimeError as exc:
+            if "size mismatch" not in str(exc):
+                raise
+            raise UserError(_shape_mismatch(base, adapter, str(exc))) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return loaded.eval(), tok

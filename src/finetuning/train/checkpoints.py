@@ -5,22 +5,27 @@ from __future__ import annotations
 import json
 import logging
 import re
-import struct
+import zipfile
 from pathlib import Path
 
 from finetuning.errors import UserError
+from finetuning.model.weights import safetensors_problem
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+#: Files (besides the weights) that the trainer loads on resume when they are present.
+RESUME_STATE_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth")
 
 
 def checkpoint_problem(folder: Path) -> str | None:
     """Why ``folder`` is not a complete, readable checkpoint (None when it is).
 
     The trainer writes ``trainer_state.json`` last, so a folder without it was interrupted
-    mid-save; the state must parse, and every safetensors file must be as long as its header
-    says (a truncated file is not).
+    mid-save; the state must parse, every safetensors file must be as long as its header says
+    (a truncated file is not), and every other file the resume loads (optimizer, scheduler,
+    scaler, RNG states: ``torch.save`` zip archives) must be a readable archive. A power loss
+    can leave ``trainer_state.json`` written but ``optimizer.pt`` empty.
     """
     state = folder / "trainer_state.json"
     if not state.is_file():
@@ -33,28 +38,34 @@ def checkpoint_problem(folder: Path) -> str | None:
     if not weights:
         return "no weights (*.safetensors)"
     for path in weights:
-        problem = _safetensors_problem(path)
+        problem = safetensors_problem(path)
         if problem:
             return f"{path.name}: {problem}"
+    for pattern in RESUME_STATE_FILES:
+        for path in sorted(folder.glob(pattern)):
+            problem = _torch_archive_problem(path)
+            if problem:
+                return f"{path.name}: {problem}"
     return None
 
 
-def _safetensors_problem(path: Path) -> str | None:
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            return "truncated"
-        header_len = struct.unpack("<Q", head)[0]
-        if header_len > size - 8:
-            return "truncated header"
-        try:
-            header = json.loads(f.read(header_len))
-        except ValueError:
-            return "corrupt header"
-    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    if 8 + header_len + end > size:
-        return f"truncated ({size} bytes, needs {8 + header_len + end})"
+def _torch_archive_problem(path: Path) -> str | None:
+    """Why a ``torch.save`` file cannot be loaded (None when it can be opened).
+
+    Opening the zip reads its central directory at the end of the file, so a truncated file
+    fails here without reading (possibly gigabytes of) optimizer state.
+    """
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "empty (0 bytes)"
+        with zipfile.ZipFile(path) as archive:
+            if not archive.namelist():
+                return "an empty archive"
+    except zipfile.BadZipFile:
+        return f"truncated or corrupt ({size} bytes)"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
     return None
 
 

@@ -31,6 +31,7 @@ from finetuning.tracking import Tracking, plan_tracking
 from finetuning.train import arguments
 from finetuning.train.batch import Resolved, base_learning_rate, resolve
 from finetuning.train.checkpoints import resolve_resume
+from finetuning.train.fingerprint import check_resume
 from finetuning.train.summary import check_output_dir, estimated_checkpoint_bytes
 
 #: The header of ``resolved_config.yaml``; the learning rate below it is the one that trained.
@@ -180,6 +181,7 @@ def build_plan(
     full = config.peft_conf.peft_type == "NO_PEFT"
     check_output_dir(output_dir, estimated_checkpoint_bytes(config.run_conf.model, full))
     resume = resolve_resume(config.run_conf.resume_from_checkpoint, output_dir)
+    check_resume(config, resume)  # the config still fits the checkpoint (reads only)
     tracking = plan_tracking(config, cli_args, output_dir)
     settings = encode_settings(config)
     report = None

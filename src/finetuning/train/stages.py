@@ -32,7 +32,7 @@ from finetuning.tracking import (
     log_final_artifacts,
     open_command,
 )
-from finetuning.train import arguments
+from finetuning.train import arguments, final_save, fingerprint, interrupts, lock, writes
 from finetuning.train.callbacks import (
     InferenceTokenizerCallback,
     ThroughputCallback,
@@ -100,6 +100,7 @@ def start(loaded: LoadedConfig, cli_args: Any = None) -> RunContext:
     from accelerate import PartialState
 
     started = time.perf_counter()
+    interrupts.install()  # SIGTERM/Ctrl-C before training: exit 75, nothing half-written
     config = loaded.config
     # Without a GPU several processes talk over gloo; the trainer reuses this state.
     state = PartialState(
@@ -109,6 +110,10 @@ def start(loaded: LoadedConfig, cli_args: Any = None) -> RunContext:
         loaded, arguments.world_size(), cli_args, main_process_first=state.main_process_first
     )
     arguments.log_resolved(config, plan.resolved, list(plan.notes) if state.is_main_process else [])
+    full = config.peft_conf.peft_type == "NO_PEFT"
+    check_writable(plan.output_dir, estimated_checkpoint_bytes(config.run_conf.model, full))
+    lock.acquire(plan.output_dir, state.is_main_process)  # one run per output_dir
+    writes.watch(plan.output_dir)  # a full disk is reported on this folder
     finished = finished_run(plan.output_dir, plan.resume, plan.final_dir, plan.trained_config())
     if finished is not None:
         logger.info(
@@ -121,8 +126,8 @@ def start(loaded: LoadedConfig, cli_args: Any = None) -> RunContext:
             plan.final_dir,
         )
         return RunContext(plan, state, started, finished=finished)
-    full = config.peft_conf.peft_type == "NO_PEFT"
-    check_writable(plan.output_dir, estimated_checkpoint_bytes(config.run_conf.model, full))
+    if state.is_main_process:  # the plan checked it against the checkpoint to resume
+        fingerprint.record(config, plan.output_dir)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(plan.logging_dir)
     arguments.set_determinism(config)
     if plan.tracking is not None:
@@ -150,8 +155,9 @@ def prepare_model(ctx: RunContext) -> tuple[Any, bool]:
     resized = resize_for_tokenizer(model, tokenizer)
     if resized and config.peft_conf.peft_type != "NO_PEFT" and ctx.is_main:
         base_dir = plan.new_basemodel_dir
-        model.save_pretrained(base_dir)
-        save_for_inference(tokenizer, config.data_conf.chat_template_name, base_dir)
+        with interrupts.deferred("saving the resized base model"):  # never half-written
+            model.save_pretrained(base_dir)
+            save_for_inference(tokenizer, config.data_conf.chat_template_name, base_dir)
         logger.info("saved the resized base model to %s (needed to merge the adapter)", base_dir)
     return apply_adapter(config, model, resized), resized
 
@@ -250,11 +256,10 @@ def train_and_save(ctx: RunContext, trainer: Any, callbacks: RunCallbacks) -> Ru
             f"{checkpoint}; run the same command again with resume_from_checkpoint: auto to continue"
         )
     final_dir = plan.final_dir
-    trainer.save_model(str(final_dir))
-    if trainer.is_world_process_zero():
-        save_for_inference(
-            plan.setup.tokenizer, plan.config.data_conf.chat_template_name, final_dir
-        )
+    template = plan.config.data_conf.chat_template_name
+    final_save.save_final(
+        trainer, final_dir, lambda d: save_for_inference(plan.setup.tokenizer, template, d)
+    )
     seconds = time.perf_counter() - ctx.started
     summary = summarize(trainer, result, callbacks.throughput, final_dir, seconds)
     if ctx.is_main:
