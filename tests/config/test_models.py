@@ -148,7 +148,9 @@ def test_enums_are_complete():
 
 @pytest.mark.parametrize("peft_type", PEFT_TYPES)
 def test_every_peft_type_is_accepted(peft_type):
-    cfg = load_config_dict(minimal_sft(peft_conf={"peft_type": peft_type}), "sft").config
+    needed = {key: 4 for key in peft.REQUIRED_KWARGS.get(peft_type, ())}
+    conf = {"peft_type": peft_type, "peft_kwargs": needed}
+    cfg = load_config_dict(minimal_sft(peft_conf=conf), "sft").config
     assert cfg.peft_conf.peft_type == peft_type
     assert isinstance(cfg.peft_conf, peft.GenericPeftConfig)
 

@@ -40,14 +40,16 @@ class DatasetDefinition(StrictModel):
     """Define how to load a dataset."""
 
     path: str
-    """Local path to a JSONL file (or a file holding one JSON array) in the finetuning data format."""
+    """Local path to a JSONL file (or a file holding one JSON array) in the finetuning data format;
+    a relative path resolves against the current directory, `~` is expanded, `$VAR` is not."""
 
 
 class WeightedDatasetDefinition(StrictModel):
     """Define a dataset, with a weight for sampling."""
 
     path: str
-    """Local path to a JSONL file (or a file holding one JSON array) in the finetuning data format."""
+    """Local path to a JSONL file (or a file holding one JSON array) in the finetuning data format;
+    a relative path resolves against the current directory, `~` is expanded, `$VAR` is not."""
     sampling_weight: float = 1.0
     """Relative sampling weight; 0 leaves the dataset out, negative weights are errors."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,7 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
             problems, each as ``file:line: what is wrong``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(Problem(f"data file not found: {path}", config_key))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise UserError(Problem(f"not valid UTF-8 (byte {exc.start})", f"{path}:{line}")) from None
+    text = _read_text(path, config_key)
     records = _parse(text, path)
     problems: list[Problem] = []
     rows: list[dict[str, Any]] = []
@@ -59,6 +54,43 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
     return rows
 
 
+_KINDS = (
+    (stat.S_ISDIR, "a folder, not a data file: name the .jsonl file inside it"),
+    (stat.S_ISFIFO, "a named pipe (FIFO), not a regular file: write the rows to a file"),
+    (stat.S_ISSOCK, "a socket, not a regular file"),
+    (stat.S_ISCHR, "a character device, not a regular file"),
+    (stat.S_ISBLK, "a block device, not a regular file"),
+)
+
+
+def _read_text(path: Path, config_key: str) -> str:
+    """The file's text, or a user error saying what the path is or why it cannot be read."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(Problem(f"data file not found: {path}", config_key)) from None
+    except OSError as exc:
+        raise UserError(Problem(f"cannot read {path}: {exc.strerror or exc}", config_key)) from None
+    for is_kind, what in _KINDS:
+        if is_kind(mode):  # a FIFO would block the read, a folder fails it: say what it is
+            raise UserError(Problem(f"{path} is {what}", config_key))
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise UserError(
+            Problem(f"cannot read {path}: permission denied (check the file's mode)", config_key)
+        ) from None
+    except OSError as exc:  # e.g. EIO from a failing disk or network filesystem mid-file
+        raise UserError(
+            Problem(f"cannot read {path}: {exc.strerror or exc} (errno {exc.errno})", config_key)
+        ) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(Problem(f"not valid UTF-8 (byte {exc.start})", f"{path}:{line}")) from None
+
+
 def _parse(text: str, path: Path) -> list[tuple[int, Any]]:
     """(line number, parsed object or Problem) for each row of the file."""
     stripped = text.lstrip()
@@ -70,7 +102,9 @@ def _parse(text: str, path: Path) -> list[tuple[int, Any]]:
         # A JSON array has no line per row; report positions as the row's index (1-based).
         return list(enumerate(array, start=1))
     records: list[tuple[int, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Rows end at "\n" only: str.splitlines() also splits at U+2028, U+0085 and other
+    # separators that are legal inside a JSON string, which cut a valid row in two.
+    for number, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -81,6 +115,14 @@ def _parse(text: str, path: Path) -> list[tuple[int, Any]]:
                 (number, Problem(f"invalid JSON ({exc.msg}): {shown}", f"{path}:{number}"))
             )
     return records
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of a JSONL text: split at "\n" only, a "\r" before it dropped (CRLF files)."""
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last row; it does not start an empty one
+    return lines
 
 
 def _check_messages(value: Any, key: str, allow_empty: bool = False) -> str:
