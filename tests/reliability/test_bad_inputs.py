@@ -42,8 +42,8 @@ def test_the_corpus_is_large_enough():
     assert sum(1 for c in CASES.values() if c.get("data_file")) >= 10
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input_is_a_located_user_error(name, places, tmp_path, capsys):
+def _write_case(name, places, tmp_path):
+    """The case's config with the fixture's paths filled in (a data case gets a good config)."""
     case = CASES[name]
     values = {**places, "OUT": str(tmp_path / "out")}
     if case.get("data_file"):
@@ -57,6 +57,13 @@ def test_bad_input_is_a_located_user_error(name, places, tmp_path, capsys):
             text = text.replace("${" + key + "}", value)
     path = tmp_path / name if not case.get("data_file") else tmp_path / "config.yaml"
     path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_is_a_located_user_error(name, places, tmp_path, capsys):
+    case = CASES[name]
+    path = _write_case(name, places, tmp_path)
     code = main([case["method"], str(path)])
     err = capsys.readouterr().err
     assert code == 2, err
@@ -64,3 +71,26 @@ def test_bad_input_is_a_located_user_error(name, places, tmp_path, capsys):
         assert expected in err, err
     assert "Traceback" not in err
     assert not os.path.exists(tmp_path / "out" / "checkpoint-final")
+
+
+#: Cases `finetuning validate` does not catch yet, with the reason.
+VALIDATE_MISSES = {
+    "bad_resume_path.yaml": "the resume point is resolved at run start only (issue 14's plan)",
+}
+#: Cases validate reports with another message: it takes the method from the config itself.
+VALIDATE_WORDS_IT_OTHERWISE = {"method_mismatch.yaml": "sft_args: must be absent or null for dpo"}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_validate_catches_the_bad_input(name, places, tmp_path, capsys):
+    if name in VALIDATE_MISSES:
+        pytest.xfail(VALIDATE_MISSES[name])
+    case = CASES[name]
+    path = _write_case(name, places, tmp_path)
+    code = main(["validate", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    expect = [VALIDATE_WORDS_IT_OTHERWISE[name]] if name in VALIDATE_WORDS_IT_OTHERWISE else []
+    for expected in expect or case["expect"]:
+        assert expected in err, err
+    assert "Traceback" not in err

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import signal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from finetuning.config.loading import load_config_dict
 from finetuning.errors import UserError
@@ -47,3 +50,47 @@ def test_resolve_uses_the_default_learning_rate_and_eval_batch():
     assert resolved.learning_rate == pytest.approx(5e-5 * 0.5 * 4)
     raw["batchsize_conf"]["per_device_eval_batch_size"] = 7
     assert resolve(load_config_dict(raw, "sft").config, 1, 5e-5).per_device_eval == 7
+
+
+def _counting_up(total, max_per_device, world_size):
+    """The original definition: the smallest accumulation that fits (slow for big totals)."""
+    for accumulation in range(1, total // world_size + 1):
+        if total % (world_size * accumulation) == 0:
+            per_device = total // (world_size * accumulation)
+            if per_device <= max_per_device:
+                return per_device, accumulation
+    raise AssertionError("unreachable")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    per_process=st.integers(1, 5000),
+    max_per_device=st.integers(1, 300),
+    world_size=st.sampled_from([1, 2, 3, 8]),
+)
+def test_batch_matches_the_definition(per_process, max_per_device, world_size):
+    total = per_process * world_size
+    expected = _counting_up(total, max_per_device, world_size)
+    assert resolve_batch(total, max_per_device, world_size) == expected
+
+
+def test_a_huge_total_batch_resolves_at_once():
+    def too_slow(signum, frame):
+        raise TimeoutError("resolve_batch did not return within 10 s")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)  # counting accumulation up from 1 takes minutes here
+    try:
+        assert resolve_batch(10**10, 8, 1) == (8, 1_250_000_000)
+        assert resolve_batch(2 * 9_999_999_967, 4, 2) == (1, 9_999_999_967)  # a prime
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_unrealistic_total_batch_is_a_config_error():
+    config = minimal_sft(
+        batchsize_conf={"total_train_batch_size": 10**10, "max_per_device_train_batch_size": 2}
+    )
+    with pytest.raises(UserError, match=r"batchsize_conf\.total_train_batch_size: .*1048576"):
+        load_config_dict(config, "sft")

@@ -331,8 +331,8 @@ def check_training_args(training_args: dict[str, Any], method: str) -> list[Prob
         if not isinstance(key, str):
             problems.append(
                 Problem(
-                    f"the key {key!r} is read as a {type(key).__name__}, not as the name of a training "
-                    "argument (quote it if a name was meant)",
+                    f"the key {key!r} is not a string, so not the name of a training argument "
+                    "(quote it in the YAML if a name was meant)",
                     where,
                 )
             )
