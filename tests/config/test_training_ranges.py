@@ -100,3 +100,16 @@ def test_a_training_arg_key_that_is_not_a_string():
     (problem,) = info.value.problems
     assert problem.where == "training_args.1"
     assert "the key 1 is not a string, so not the name of a training argument" in problem.message
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_weights_and_multipliers_are_errors(value):
+    mix = minimal_sft()
+    mix["data_conf"]["training_data"] = {
+        "type": "PRECOMPUTE_WEIGHTED_MIX",
+        "datasets": [{"path": "/a", "sampling_weight": value}, {"path": "/b"}],
+    }
+    with pytest.raises(UserError, match="sampling_weight"):
+        load_config_dict(mix, "sft")
+    with pytest.raises(UserError, match=r"overrides\.lr_multiplier"):
+        load_config_dict(minimal_sft(overrides={"lr_multiplier": value}), "sft")

@@ -107,9 +107,8 @@ def test_metadata_keys_are_kept(tmp_path):
     assert row["id"] == "x1" and row["tags"] == ["a"] and row["dataset"] == "d"
 
 
-@pytest.mark.parametrize(
-    "separator", ["\u2028", "\u2029", "\u0085", "\x1c", "\x1d", "\x1e", "\x0b", "\x0c"]
-)
+# The separators str.splitlines() knows that json.dumps leaves unescaped (it escapes < 0x20).
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085"])
 def test_line_separators_inside_json_strings_do_not_split_a_row(tmp_path, separator):
     row = {"messages": [{"role": "user", "content": f"a{separator}b"}, GOOD["messages"][1]]}
     path = tmp_path / "d.jsonl"

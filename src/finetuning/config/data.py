@@ -50,7 +50,7 @@ class WeightedDatasetDefinition(StrictModel):
     path: str
     """Local path to a JSONL file (or a file holding one JSON array) in the finetuning data format;
     a relative path resolves against the current directory, `~` is expanded, `$VAR` is not."""
-    sampling_weight: float = 1.0
+    sampling_weight: float = Field(default=1.0, allow_inf_nan=False)
     """Relative sampling weight; 0 leaves the dataset out, negative weights are errors."""
 
 

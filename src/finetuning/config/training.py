@@ -33,7 +33,7 @@ class BatchsizeConfig(StrictModel):
 class Overrides(StrictModel):
     """Learning-rate scaling applied once when the run starts."""
 
-    lr_multiplier: float = Field(default=1.0, gt=0)
+    lr_multiplier: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     """Multiplier applied to the learning rate in the training_args."""
     lr_batch_size_scaling: Literal["none", "sqrt", "linear"] = "none"
     """Scales the learning rate by a factor of the total training batch size: 'none': no
