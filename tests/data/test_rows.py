@@ -167,3 +167,13 @@ def test_an_io_error_mid_file_is_a_user_error(tmp_path, monkeypatch):
     assert reached == [4096]
     assert "Input/output error (errno 5)" in info.value.format()
     assert "data_conf.training_data.datasets[0].path" in info.value.format()
+
+
+def test_a_deeply_nested_row_is_a_located_error_not_a_recursion_error(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(UserError, match=rf"{path}:2: invalid JSON: nested too deeply"):
+        read_rows(path, "sft", "k")
+    path.write_text("[" * 3000 + "]" * 3000)
+    with pytest.raises(UserError, match="invalid JSON array: nested too deeply"):
+        read_rows(path, "sft", "k")

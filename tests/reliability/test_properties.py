@@ -9,7 +9,7 @@ import string
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from finetuning.config.loading import load_config, load_config_dict
@@ -138,6 +138,7 @@ key_texts = st.sampled_from(KEY_WORDS) | st.text(string.ascii_letters + string.d
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(key=key_texts)
+@example(key="..")  # a key with dots once lost its line
 def test_any_training_args_key_is_located_at_its_line(key, tmp_path):
     base = yaml.safe_dump(minimal_sft(), sort_keys=False).splitlines()
     at = base.index("training_args:") + 2  # after its one key, learning_rate

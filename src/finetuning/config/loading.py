@@ -138,7 +138,7 @@ def _problems(
         inner = error.get("ctx", {}).get("error")
         if isinstance(inner, TrainingArgsError):
             for p in inner.problems:
-                key_path = p.where.split(".")
+                key_path = p.where.split(".", 1)  # training_args.<key>; a key may hold dots
                 problems.append(Problem(p.message, _where(name, root, key_path), p.hint))
             continue
         parts = _strip_tags(loc, data)

@@ -91,6 +91,9 @@ def _read_text(path: Path, config_key: str) -> str:
         raise UserError(Problem(f"not valid UTF-8 (byte {exc.start})", f"{path}:{line}")) from None
 
 
+_TOO_DEEP = "nested too deeply to read (a row is a few levels of objects and lists)"
+
+
 def _parse(text: str, path: Path) -> list[tuple[int, Any]]:
     """(line number, parsed object or Problem) for each row of the file."""
     stripped = text.lstrip()
@@ -99,6 +102,8 @@ def _parse(text: str, path: Path) -> list[tuple[int, Any]]:
             array = json.loads(text)
         except json.JSONDecodeError as exc:
             return [(exc.lineno, Problem(f"invalid JSON array: {exc.msg}", f"{path}:{exc.lineno}"))]
+        except RecursionError:  # json recurses once per level
+            return [(1, Problem(f"invalid JSON array: {_TOO_DEEP}", f"{path}:1"))]
         # A JSON array has no line per row; report positions as the row's index (1-based).
         return list(enumerate(array, start=1))
     records: list[tuple[int, Any]] = []
@@ -114,6 +119,8 @@ def _parse(text: str, path: Path) -> list[tuple[int, Any]]:
             records.append(
                 (number, Problem(f"invalid JSON ({exc.msg}): {shown}", f"{path}:{number}"))
             )
+        except RecursionError:
+            records.append((number, Problem(f"invalid JSON: {_TOO_DEEP}", f"{path}:{number}")))
     return records
 
 
