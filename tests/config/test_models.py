@@ -148,7 +148,9 @@ def test_enums_are_complete():
 
 @pytest.mark.parametrize("peft_type", PEFT_TYPES)
 def test_every_peft_type_is_accepted(peft_type):
-    cfg = load_config_dict(minimal_sft(peft_conf={"peft_type": peft_type}), "sft").config
+    needed = {key: 4 for key in peft.REQUIRED_KWARGS.get(peft_type, ())}
+    conf = {"peft_type": peft_type, "peft_kwargs": needed}
+    cfg = load_config_dict(minimal_sft(peft_conf=conf), "sft").config
     assert cfg.peft_conf.peft_type == peft_type
     assert isinstance(cfg.peft_conf, peft.GenericPeftConfig)
 
@@ -258,3 +260,54 @@ def test_config_is_frozen():
     cfg = load_config_dict(minimal_sft(), "sft").config
     with pytest.raises(Exception, match="frozen"):
         cfg.method = "dpo"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rank_pattern": ["q_proj"]}, "peft_kwargs.rank_pattern must be a mapping"),
+        ({"alpha_pattern": {"q_proj": "x"}}, "peft_kwargs.alpha_pattern must be a mapping"),
+        ({"target_modules": 5}, "peft_kwargs.target_modules must be a module name"),
+        ({"target_modules": ["q_proj", 3]}, "peft_kwargs.target_modules must be"),
+        ({"modules_to_save": "lm_head"}, "peft_kwargs.modules_to_save must be a list"),
+        ({"r": 0}, "peft_kwargs.r must be a whole number >= 1"),
+        ({"lora_dropout": 1.5}, "peft_kwargs.lora_dropout must be a number in [0, 1)"),
+    ],
+)
+def test_peft_kwargs_of_the_wrong_shape_name_the_key(kwargs, message):
+    config = minimal_sft(peft_conf={"peft_type": "LORA", "peft_kwargs": kwargs})
+    with pytest.raises(UserError) as info:
+        load_config_dict(config, "sft")
+    assert f"peft_conf: {message}" in info.value.format()
+
+
+@pytest.mark.parametrize("peft_type", sorted(peft.REQUIRED_KWARGS))
+def test_prompt_learning_types_name_their_missing_kwarg(peft_type):
+    config = minimal_sft(peft_conf={"peft_type": peft_type})
+    with pytest.raises(UserError) as info:
+        load_config_dict(config, "sft")
+    missing = peft.REQUIRED_KWARGS[peft_type][0]
+    assert f"{peft_type} needs peft_kwargs.{missing}" in info.value.format()
+
+
+def test_peft_kwargs_of_the_right_shape_are_accepted():
+    kwargs = {
+        "r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.05,
+        "target_modules": "all-linear",
+        "rank_pattern": {"q_proj": 4},
+        "layers_to_transform": [0, 1],
+    }
+    config = minimal_sft(peft_conf={"peft_type": "LORA", "peft_kwargs": kwargs})
+    assert load_config_dict(config, "sft").config.peft_conf.peft_kwargs == kwargs
+
+
+@pytest.mark.parametrize("key", ["torch_dtype", "dtype"])
+def test_an_unknown_dtype_is_a_config_error(key):
+    config = minimal_sft(run_conf={"model": "/m", "model_args": {key: "float8"}})
+    with pytest.raises(UserError) as info:
+        load_config_dict(config, "sft")
+    assert f"{key}: 'float8' is not a dtype a model can be loaded in" in info.value.format()
+    ok = minimal_sft(run_conf={"model": "/m", "model_args": {key: "bfloat16"}})
+    load_config_dict(ok, "sft")

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from finetuning.cli import main
 from finetuning.config.loading import load_config_dict
 from finetuning.data.preflight import encode_settings, preflight
 from finetuning.data.prepare import prepare_data
@@ -143,3 +144,30 @@ def test_validate_cli_prints_the_report_and_exits_2_when_fatal(tiny_llama, tmp_p
     result = run_cli("validate", write_config(tmp_path / "c2.yaml", raw))
     assert result.returncode == 2
     assert "no training rows are left" in result.stderr
+
+
+def test_evaluation_that_cannot_run_is_a_validate_warning(tiny_llama, tmp_path, cache, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", synthetic_chats(10))
+    long_rows = synthetic_chats(3, seed=4)
+    for row in long_rows:
+        row["messages"][-1]["content"] = "word " * 200  # every validation row is too long
+    valid = write_jsonl(tmp_path / "v.jsonl", long_rows)
+    raw = minimal_sft(tiny_llama, data, training_args={"eval_strategy": "steps"})
+    raw["data_conf"]["validation_data"] = {
+        "type": "CONCATENATION",
+        "datasets": [{"path": str(valid)}],
+    }
+    assert main(["validate", str(write_config(tmp_path / "c.yaml", raw))]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: training_args.eval_strategy is 'steps' but no validation rows are left" in err
+
+
+def test_validation_data_without_evaluation_is_a_warning(tiny_llama, tmp_path, cache):
+    data = write_jsonl(tmp_path / "d.jsonl", synthetic_chats(20))
+    raw = minimal_sft(tiny_llama, data)
+    raw["data_conf"]["validation_data"] = {"type": "AUTO_SPLIT", "ratio": 0.2}
+    warnings = preflight(load_config_dict(raw, "sft")).warnings
+    assert any("validation data is never evaluated (AUTO_SPLIT still holds" in w for w in warnings)
+    raw["training_args"]["eval_strategy"] = "epoch"
+    warnings = preflight(load_config_dict(raw, "sft")).warnings
+    assert not any("evaluat" in w for w in warnings), warnings

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +105,75 @@ def test_metadata_keys_are_kept(tmp_path):
     path.write_text(json.dumps({**GOOD, "id": "x1", "tags": ["a"], "dataset": "d"}) + "\n")
     (row,) = read_rows(path, "sft", "k")
     assert row["id"] == "x1" and row["tags"] == ["a"] and row["dataset"] == "d"
+
+
+# The separators str.splitlines() knows that json.dumps leaves unescaped (it escapes < 0x20).
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085"])
+def test_line_separators_inside_json_strings_do_not_split_a_row(tmp_path, separator):
+    row = {"messages": [{"role": "user", "content": f"a{separator}b"}, GOOD["messages"][1]]}
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(row, ensure_ascii=False) + "\n" + json.dumps(GOOD) + "\n")
+    rows = read_rows(path, "sft", "k")
+    assert [r["messages"][0]["content"] for r in rows] == [f"a{separator}b", "hi"]
+    assert rows[1]["_where"].endswith("d.jsonl:2")
+
+
+def test_crlf_line_ends_are_read(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(((json.dumps(GOOD) + "\r\n") * 2).encode())
+    assert len(read_rows(path, "sft", "k")) == 2
+
+
+def test_a_folder_is_named_as_a_folder(tmp_path):
+    with pytest.raises(UserError) as info:
+        read_rows(tmp_path, "sft", "data_conf.training_data.datasets[0].path")
+    text = info.value.format()
+    assert "data_conf.training_data.datasets[0].path" in text
+    assert "is a folder but not one written by save_to_disk" in text and "not found" not in text
+
+
+def test_a_fifo_is_named_and_never_opened(tmp_path):
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer comes
+    with pytest.raises(UserError, match=r"pipe.jsonl is a named pipe \(FIFO\), not a regular file"):
+        read_rows(fifo, "sft", "k")
+
+
+def test_an_unreadable_file_says_permission_denied(tmp_path, monkeypatch):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n")
+
+    def denied(self):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)  # root can read a chmod 000 file
+    with pytest.raises(UserError, match=r"cannot read .*d\.jsonl: permission denied"):
+        read_rows(path, "sft", "k")
+
+
+def test_an_io_error_mid_file_is_a_user_error(tmp_path, monkeypatch):
+    path = tmp_path / "d.jsonl"
+    path.write_text((json.dumps(GOOD) + "\n") * 1000)
+    reached = []
+
+    def fails_part_way(self):  # a failing disk: the first block reads, the next one does not
+        with open(self, "rb") as f:
+            reached.append(len(f.read(4096)))
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Path, "read_bytes", fails_part_way)
+    with pytest.raises(UserError) as info:
+        read_rows(path, "sft", "data_conf.training_data.datasets[0].path")
+    assert reached == [4096]
+    assert "Input/output error (errno 5)" in info.value.format()
+    assert "data_conf.training_data.datasets[0].path" in info.value.format()
+
+
+def test_a_deeply_nested_row_is_a_located_error_not_a_recursion_error(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(UserError, match=rf"{path}:2: invalid JSON: nested too deeply"):
+        read_rows(path, "sft", "k")
+    path.write_text("[" * 3000 + "]" * 3000)
+    with pytest.raises(UserError, match="invalid JSON array: nested too deeply"):
+        read_rows(path, "sft", "k")

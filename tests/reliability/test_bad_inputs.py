@@ -24,6 +24,8 @@ CASES = yaml.safe_load((CORPUS / "expected.yaml").read_text())
 def places(tmp_path_factory, tiny_llama):
     root = tmp_path_factory.mktemp("bad-inputs")
     (root / "a-file").write_text("not a folder")
+    (root / "a-folder").mkdir()
+    os.mkfifo(root / "a-fifo")  # reading it would block: the data reader must not open it
     return {
         "MODEL": str(tiny_llama),
         "MODEL_NO_TEMPLATE": str(
@@ -36,12 +38,12 @@ def places(tmp_path_factory, tiny_llama):
 
 
 def test_the_corpus_is_large_enough():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 90
     assert sum(1 for c in CASES.values() if c.get("data_file")) >= 10
 
 
 def _write_case(name, places, tmp_path):
-    """The case's config file, with the placeholders filled in."""
+    """The case's config with the fixture's paths filled in (a data case gets a good config)."""
     case = CASES[name]
     values = {**places, "OUT": str(tmp_path / "out")}
     if case.get("data_file"):

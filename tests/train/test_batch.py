@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from finetuning.config.loading import load_config_dict
 from finetuning.errors import UserError
@@ -47,3 +51,47 @@ def test_resolve_uses_the_default_learning_rate_and_eval_batch():
     assert resolved.learning_rate == pytest.approx(5e-5 * 0.5 * 4)
     raw["batchsize_conf"]["per_device_eval_batch_size"] = 7
     assert resolve(load_config_dict(raw, "sft").config, 1).per_device_eval == 7
+
+
+def _counting_up(total, max_per_device, world_size):
+    """The original definition: the smallest accumulation that fits (slow for big totals)."""
+    for accumulation in range(1, total // world_size + 1):
+        if total % (world_size * accumulation) == 0:
+            per_device = total // (world_size * accumulation)
+            if per_device <= max_per_device:
+                return per_device, accumulation
+    raise AssertionError("unreachable")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    per_process=st.integers(1, 5000),
+    max_per_device=st.integers(1, 300),
+    world_size=st.sampled_from([1, 2, 3, 8]),
+)
+def test_batch_matches_the_definition(per_process, max_per_device, world_size):
+    total = per_process * world_size
+    expected = _counting_up(total, max_per_device, world_size)
+    assert resolve_batch(total, max_per_device, world_size) == expected
+
+
+def test_a_huge_total_batch_resolves_at_once():
+    # In a subprocess, so that the old arithmetic (counting accumulation up from 1, minutes
+    # here) fails on the timeout instead of hanging the suite.
+    code = (
+        "from finetuning.train.batch import resolve_batch\n"
+        "print(resolve_batch(10**10, 8, 1), resolve_batch(2 * 9_999_999_967, 4, 2))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    # 9_999_999_967 is prime: one sequence per device, accumulated over all of it.
+    assert result.stdout.split("\n")[0] == "(8, 1250000000) (1, 9999999967)"
+
+
+def test_an_unrealistic_total_batch_is_a_config_error():
+    config = minimal_sft(
+        batchsize_conf={"total_train_batch_size": 10**10, "max_per_device_train_batch_size": 2}
+    )
+    with pytest.raises(UserError, match=r"batchsize_conf\.total_train_batch_size: .*1048576"):
+        load_config_dict(config, "sft")

@@ -42,7 +42,8 @@ class DatasetDefinition(StrictModel):
     path: str
     """Local path to the rows in the finetuning data format: a JSONL file (or one JSON array),
     compressed JSONL (.jsonl.gz, .jsonl.zst), a Parquet file, or a folder written by
-    datasets.Dataset.save_to_disk."""
+    datasets.Dataset.save_to_disk; a relative path resolves against the current directory, `~` is
+    expanded, `$VAR` is not."""
 
 
 class WeightedDatasetDefinition(StrictModel):
@@ -51,8 +52,9 @@ class WeightedDatasetDefinition(StrictModel):
     path: str
     """Local path to the rows in the finetuning data format: a JSONL file (or one JSON array),
     compressed JSONL (.jsonl.gz, .jsonl.zst), a Parquet file, or a folder written by
-    datasets.Dataset.save_to_disk."""
-    sampling_weight: float = 1.0
+    datasets.Dataset.save_to_disk; a relative path resolves against the current directory, `~` is
+    expanded, `$VAR` is not."""
+    sampling_weight: float = Field(default=1.0, allow_inf_nan=False)
     """Relative sampling weight; 0 leaves the dataset out, negative weights are errors."""
 
 

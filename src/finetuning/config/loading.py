@@ -13,7 +13,15 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from finetuning.config.experiment import CONFIG_CLASSES, ExperimentConfig, TrainingArgsError
+from finetuning.config.paths import (
+    FOLDER_FIELDS,
+    expand_home,
+    not_a_folder,
+    path_values,
+    unexpanded_variable,
+)
 from finetuning.config.training_args import training_args_defaults, translate_legacy
+from finetuning.config.yaml_source import dotted, read_yaml
 from finetuning.errors import Problem, UserError, did_you_mean
 
 DATA_TYPES = {"sft": "ChatConversation", "dpo": "DirectPreference"}
@@ -32,27 +40,6 @@ class LoadedConfig:
     config: ExperimentConfig
     notes: list[str] = field(default_factory=list)
     path: Path | None = None
-
-
-def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """Read a YAML file into data plus its node tree (for line numbers).
-
-    Raises:
-        UserError: The file is missing, unreadable or not valid YAML (with line and column).
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read config file {path}: {exc}") from None
-    try:
-        return yaml.safe_load(text), yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise UserError(Problem(f"invalid YAML: {problem}", where)) from None
 
 
 def load_config(path: str | Path, method: str | None) -> LoadedConfig:
@@ -101,7 +88,15 @@ def load_config_dict(
                 _where(name, root, ["method"]),
             )
         )
-    data = dict(data)
+    data = expand_home(dict(data))
+    path_problems = [
+        Problem(message, _where(name, root, parts))
+        for parts, value in path_values(data)
+        if (message := unexpanded_variable(value))
+        or (tuple(parts) in FOLDER_FIELDS and (message := not_a_folder(value)))
+    ]
+    if path_problems:
+        raise UserError(path_problems, header=f"{name} names paths that cannot be used:")
     notes = _normalise_data_types(data, method)
     if isinstance(data.get("training_args"), dict):
         notes += translate_legacy(data["training_args"], method)[1]
@@ -162,7 +157,7 @@ def _problems(
         inner = error.get("ctx", {}).get("error")
         if isinstance(inner, TrainingArgsError):
             for p in inner.problems:
-                key_path = p.where.split(".")
+                key_path = p.where.split(".", 1)  # training_args.<key>; a key may hold dots
                 problems.append(Problem(p.message, _where(name, root, key_path), p.hint))
             continue
         parts = _strip_tags(loc, data)
@@ -273,9 +268,7 @@ def _descend(annotation: Any, part: Any) -> Any:
 
 
 def _where(name: str, root: yaml.Node | None, parts: list) -> str:
-    path = ""
-    for part in parts:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    path = dotted(parts)
     if root is None:  # not from a file: the config path alone
         return path or name
     line = _line_of(root, parts)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, model_validator
 
+from finetuning.config.paths import FolderName
 from finetuning.config.strict import StrictModel
+
+#: Values of ``torch_dtype`` / ``dtype`` that ``from_pretrained`` loads weights in.
+DTYPES = ("auto", "bfloat16", "float16", "float32", "float64", "half", "float", "double")
 
 
 class ModelArguments(StrictModel):
@@ -21,7 +25,8 @@ class ModelArguments(StrictModel):
     model_config = ConfigDict(extra="allow", frozen=True, use_attribute_docstrings=True)
 
     torch_dtype: str = "auto"
-    """Weights dtype: "auto" (as saved), "bfloat16", "float16" or "float32"."""
+    """Weights dtype: "auto" (as saved), "bfloat16", "float16" or "float32" (also "float64",
+    "half", "float", "double"); the same for ``dtype``."""
     device_map: dict[str, Any] | str | int | None = "auto"
     """Where each submodule goes: "auto", "balanced_low_0", "sequential", a device or a dict."""
     max_memory: dict[str, Any] | None = None
@@ -63,6 +68,18 @@ class ModelArguments(StrictModel):
     trust_remote_code: bool = False
     """Warning: if set to True, allows execution of downloaded remote code."""
 
+    @model_validator(mode="after")
+    def _check_dtype(self) -> ModelArguments:
+        # Checked here because from_pretrained only fails after reading the model's config.
+        for key in ("torch_dtype", "dtype"):
+            value = getattr(self, key, None)
+            if value is not None and value not in DTYPES:
+                raise ValueError(
+                    f"{key}: {value!r} is not a dtype a model can be loaded in (allowed: "
+                    f"{', '.join(DTYPES)})"
+                )
+        return self
+
 
 class RunConfig(StrictModel):
     """Experiment running configuration."""
@@ -78,8 +95,8 @@ class RunConfig(StrictModel):
     resume_from_checkpoint: bool | str = False
     """false: start fresh; true: the latest checkpoint (error if none); "auto": the latest
     checkpoint-N in output_dir if any, else fresh; any other string: that checkpoint path."""
-    final_checkpoint_name: str = "checkpoint-final"
-    """Name of the final checkpoint folder inside output_dir."""
+    final_checkpoint_name: FolderName = "checkpoint-final"
+    """Name of the final checkpoint folder inside output_dir (a plain folder name)."""
     determinism: Literal["no", "half", "full"] = "no"
     """'no': seed only; 'half': prefer deterministic algorithms; 'full': only deterministic
     implementations (also cuBLAS workspace and cuDNN settings). Slower; for debugging."""

@@ -6,7 +6,12 @@ from typing import Literal
 
 from pydantic import Field
 
+from finetuning.config.paths import FolderName
 from finetuning.config.strict import StrictModel
+
+#: Far above any real run (a 4M-token batch of 2k-token sequences is 2,048), low enough that the
+#: batch arithmetic and the per-step data loading stay quick.
+MAX_TOTAL_BATCH = 2**20
 
 
 class BatchsizeConfig(StrictModel):
@@ -17,8 +22,8 @@ class BatchsizeConfig(StrictModel):
     ``max_per_device_train_batch_size``, so one config runs unchanged on any number of processes.
     """
 
-    total_train_batch_size: int = Field(ge=1)
-    """The total (effective) batch size for the training run."""
+    total_train_batch_size: int = Field(ge=1, le=MAX_TOTAL_BATCH)
+    """The total (effective) batch size for the training run, in sequences (at most 2**20)."""
     max_per_device_train_batch_size: int = Field(ge=1)
     """The maximum training batch size that fits on one device."""
     per_device_eval_batch_size: int | None = Field(default=None, ge=1)
@@ -28,7 +33,7 @@ class BatchsizeConfig(StrictModel):
 class Overrides(StrictModel):
     """Learning-rate scaling applied once when the run starts."""
 
-    lr_multiplier: float = Field(default=1.0, gt=0)
+    lr_multiplier: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     """Multiplier applied to the learning rate in the training_args."""
     lr_batch_size_scaling: Literal["none", "sqrt", "linear"] = "none"
     """Scales the learning rate by a factor of the total training batch size: 'none': no
@@ -40,8 +45,9 @@ class SFTArguments(StrictModel):
 
     max_seq_length: int = Field(default=2048, ge=1)
     """Maximum input sequence length in tokens; see length_handling for longer examples."""
-    save_name_if_new_basemodel: str = "checkpoint-new-basemodel"
-    """If a PEFT run adds tokens to the vocabulary, the resized base model is saved here."""
+    save_name_if_new_basemodel: FolderName = "checkpoint-new-basemodel"
+    """If a PEFT run adds tokens to the vocabulary, the resized base model is saved in this
+    folder inside output_dir (a plain folder name)."""
     train_on_completions_only: bool = False
     """Only compute loss on the assistant's turns (start marker, content and end marker)."""
     length_handling: Literal["filter", "truncate"] = "filter"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from finetuning.config.hf_fields import fields_for
+from finetuning.config.training_ranges import cross_field_problems, range_problem
 from finetuning.errors import Problem, did_you_mean
 
 #: Owned by ``batchsize_conf``; the user may not set them, not even to their default.
@@ -319,7 +320,7 @@ def check_training_args(training_args: dict[str, Any], method: str) -> list[Prob
     """Check translated ``training_args`` against the fields of the library (no torch import).
 
     Returns:
-        One problem per forbidden, unknown, wrongly typed or out-of-choice field.
+        One problem per forbidden, unknown, wrongly typed, out-of-choice or out-of-range field.
     """
     specs = fields_for(method)
     engine = ENGINE_FIELDS[method]
@@ -327,6 +328,15 @@ def check_training_args(training_args: dict[str, Any], method: str) -> list[Prob
     problems: list[Problem] = []
     for key, value in training_args.items():
         where = f"training_args.{key}"
+        if not isinstance(key, str):
+            problems.append(
+                Problem(
+                    f"the key {key!r} is not a string, so not the name of a training argument "
+                    "(quote it in the YAML if a name was meant)",
+                    where,
+                )
+            )
+            continue
         if key in BATCH_FIELDS:
             problems.append(
                 Problem(
@@ -366,6 +376,10 @@ def check_training_args(training_args: dict[str, Any], method: str) -> list[Prob
                     did_you_mean(bad[0], choices),
                 )
             )
+        elif out_of_range := range_problem(key, value):
+            problems.append(out_of_range)
+    if not problems:
+        problems += cross_field_problems(training_args)
     return problems
 
 

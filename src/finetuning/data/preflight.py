@@ -126,6 +126,29 @@ def _agent_lines(config: ExperimentConfig, data: PreparedData, report: Preflight
         )
 
 
+def evaluation_warnings(config: ExperimentConfig, data: PreparedData) -> list[str]:
+    """Evaluation that was asked for but cannot run, or validation data that is never used."""
+    strategy = config.training_args.get("eval_strategy", "no")
+    validation = config.data_conf.validation_data.type
+    if strategy != "no" and data.valid is not None and not len(data.valid):
+        return [
+            f"training_args.eval_strategy is {strategy!r} but no validation rows are left after "
+            "length handling (data_conf.validation_data): there is nothing to evaluate on, so "
+            "no eval_loss will be reported; give validation rows that fit, or set eval_strategy: 'no'"
+        ]
+    if strategy == "no" and validation != "NONE":
+        held = (
+            " (AUTO_SPLIT still holds its rows back from training)"
+            if validation == "AUTO_SPLIT"
+            else ""
+        )
+        return [
+            f"data_conf.validation_data is {validation} but training_args.eval_strategy is 'no': "
+            f"the validation data is never evaluated{held}; set eval_strategy: steps or epoch"
+        ]
+    return []
+
+
 def build_report(
     config: ExperimentConfig, setup: TokenizerSetup, data: PreparedData
 ) -> PreflightReport:
@@ -166,6 +189,7 @@ def build_report(
         )
     valid = len(data.valid) if data.valid is not None else 0
     lines.append(f"training rows: {len(data.train)}; validation rows: {valid}")
+    warnings += evaluation_warnings(config, data)
     lengths = data.train.lengths()
     lines.append(_lengths_line(lengths))
     trained = total = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -71,17 +72,49 @@ def read_records(path: str | Path, config_key: str) -> list[tuple[int, Any]]:
     prompting.
 
     Raises:
-        UserError: The file is missing (named by ``config_key``) or not valid UTF-8.
+        UserError: The file is missing (named by ``config_key``), not a regular file, cannot be
+            read, or is not valid UTF-8.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(Problem(f"data file not found: {path}", config_key))
-    if readers.is_compressed(path):
-        return _parse(readers.decompressed_text(path), path)
+    return _parse(_read_text(path, config_key), path)
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder, not a data file: name the .jsonl file inside it"),
+    (stat.S_ISFIFO, "a named pipe (FIFO), not a regular file: write the rows to a file"),
+    (stat.S_ISSOCK, "a socket, not a regular file"),
+    (stat.S_ISCHR, "a character device, not a regular file"),
+    (stat.S_ISBLK, "a block device, not a regular file"),
+)
+
+
+def _read_text(path: Path, config_key: str) -> str:
+    """The file's text, or a user error saying what the path is or why it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(Problem(f"data file not found: {path}", config_key)) from None
+    except OSError as exc:
+        raise UserError(Problem(f"cannot read {path}: {exc.strerror or exc}", config_key)) from None
+    for is_kind, what in _KINDS:
+        if is_kind(mode):  # a FIFO would block the read, a folder fails it: say what it is
+            raise UserError(Problem(f"{path} is {what}", config_key))
+    if readers.is_compressed(path):
+        return readers.decompressed_text(path)
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise UserError(
+            Problem(f"cannot read {path}: permission denied (check the file's mode)", config_key)
+        ) from None
+    except OSError as exc:  # e.g. EIO from a failing disk or network filesystem mid-file
+        raise UserError(
+            Problem(f"cannot read {path}: {exc.strerror or exc} (errno {exc.errno})", config_key)
+        ) from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise UserError(
             Problem(
                 f"not valid UTF-8 (byte {exc.start}): is it a binary file? rows are JSON text, "
@@ -89,7 +122,9 @@ def read_records(path: str | Path, config_key: str) -> list[tuple[int, Any]]:
                 f"{path}:{line}",
             )
         ) from None
-    return _parse(text, path)
+
+
+_TOO_DEEP = "nested too deeply to read (a row is a few levels of objects and lists)"
 
 
 def _parse(text: str, path: Path) -> list[tuple[int, Any]]:
@@ -100,10 +135,14 @@ def _parse(text: str, path: Path) -> list[tuple[int, Any]]:
             array = json.loads(text)
         except json.JSONDecodeError as exc:
             return [(exc.lineno, Problem(f"invalid JSON array: {exc.msg}", f"{path}:{exc.lineno}"))]
+        except RecursionError:  # json recurses once per level
+            return [(1, Problem(f"invalid JSON array: {_TOO_DEEP}", f"{path}:1"))]
         # A JSON array has no line per row; report positions as the row's index (1-based).
         return list(enumerate(array, start=1))
     records: list[tuple[int, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Rows end at "\n" only: str.splitlines() also splits at U+2028, U+0085 and other
+    # separators that are legal inside a JSON string, which cut a valid row in two.
+    for number, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -113,7 +152,17 @@ def _parse(text: str, path: Path) -> list[tuple[int, Any]]:
             records.append(
                 (number, Problem(f"invalid JSON ({exc.msg}): {shown}", f"{path}:{number}"))
             )
+        except RecursionError:
+            records.append((number, Problem(f"invalid JSON: {_TOO_DEEP}", f"{path}:{number}")))
     return records
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of a JSONL text: split at "\n" only, a "\r" before it dropped (CRLF files)."""
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last row; it does not start an empty one
+    return lines
 
 
 def _check_row(record: Any, method: str) -> str:

@@ -34,10 +34,19 @@ def distributed_kind(config: ExperimentConfig) -> str | None:
 
 
 def output_dirs(config: ExperimentConfig) -> tuple[Path, Path]:
-    """(output_dir, logging_dir), defaulting to $CHECKPOINTS_PATH / $LOGS_PATH, else ./checkpoints, ./logs."""
+    """(output_dir, logging_dir), defaulting to $CHECKPOINTS_PATH / $LOGS_PATH, else ./checkpoints, ./logs.
+
+    Raises:
+        UserError: The logging dir exists as a file.
+    """
     args = config.training_args
     output = args.get("output_dir") or os.environ.get("CHECKPOINTS_PATH") or "./checkpoints"
     logs = args.get("logging_dir") or os.environ.get("LOGS_PATH") or "./logs"
+    if Path(logs).exists() and not Path(logs).is_dir():  # TensorBoard would fail mid-run
+        raise UserError(
+            f"training_args.logging_dir: cannot write into {logs!r}: it is a file, not a folder "
+            "(set logging_dir or $LOGS_PATH to a folder)"
+        )
     return Path(output), Path(logs)
 
 

@@ -1,0 +1,131 @@
+"""The meaningful ranges of numeric ``training_args``, checked before anything loads.
+
+transformers and TRL accept ``num_train_epochs: -1`` (0 steps, an untrained model saved as
+final), ``learning_rate: nan`` or a negative seed and fail, if at all, after the model has
+loaded. ``RANGES`` is the one table of what each numeric field may be; :func:`range_problem`
+applies it (and rejects ``nan``/``inf`` in every numeric field, listed or not).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from finetuning.errors import Problem
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of one numeric field.
+
+    Attributes:
+        low: The smallest allowed value (None: unbounded).
+        high: The largest allowed value (None: unbounded).
+        low_open: ``low`` itself is not allowed.
+        high_open: ``high`` itself is not allowed.
+        meaning: Why, or what the special values mean, shown in the error.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    meaning: str = ""
+
+    def allows(self, value: float) -> bool:
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (
+            value > self.high or (self.high_open and value == self.high)
+        )
+
+    def describe(self) -> str:
+        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        high = (
+            "" if self.high is None else f"{'<' if self.high_open else '<='} {_number(self.high)}"
+        )
+        text = " and ".join(p for p in (low, high) if p)
+        return f"{text} ({self.meaning})" if self.meaning else text
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+_SEED = Range(0, 2**32 - 1, meaning="numpy and torch take seeds in [0, 2**32)")
+_POSITIVE = Range(0, low_open=True)
+_NON_NEGATIVE = Range(0)
+_AT_LEAST_ONE = Range(1)
+_BETA = Range(0, 1, high_open=True, meaning="an exponential decay rate")
+_INTERVAL = Range(0, low_open=True, meaning="a number of steps, or a share of training below 1")
+
+#: Field -> allowed range, for SFT (TrainingArguments) and DPO (DPOConfig) alike; a field the
+#: method does not have is never looked up.
+RANGES: dict[str, Range] = {
+    "learning_rate": Range(0),
+    "num_train_epochs": Range(0, meaning="0 only together with max_steps > 0"),
+    "max_steps": Range(-1, meaning="-1 or 0: num_train_epochs decides"),
+    "seed": _SEED,
+    "data_seed": _SEED,
+    "warmup_steps": Range(0, meaning="a number of steps, or a share of training below 1"),
+    "weight_decay": _NON_NEGATIVE,
+    "max_grad_norm": Range(0, meaning="0 turns clipping off"),
+    "adam_beta1": _BETA,
+    "adam_beta2": _BETA,
+    "adam_epsilon": _POSITIVE,
+    "label_smoothing_factor": Range(0, 1, high_open=True),
+    "logging_steps": _INTERVAL,
+    "save_steps": _INTERVAL,
+    "eval_steps": _INTERVAL,
+    "eval_delay": _NON_NEGATIVE,
+    "save_total_limit": Range(0, meaning="0 keeps every checkpoint"),
+    "dataloader_num_workers": _NON_NEGATIVE,
+    "dataloader_prefetch_factor": _AT_LEAST_ONE,
+    "eval_accumulation_steps": _AT_LEAST_ONE,
+    "torch_empty_cache_steps": _AT_LEAST_ONE,
+    "neftune_noise_alpha": _POSITIVE,
+    "ddp_timeout": _AT_LEAST_ONE,
+    # DPO (TRL DPOConfig) and the engine's DPO length fields.
+    "beta": _POSITIVE,
+    "label_smoothing": Range(0, 0.5, meaning="the assumed share of flipped preference labels"),
+    "max_length": _AT_LEAST_ONE,
+    "max_prompt_length": _AT_LEAST_ONE,
+    "max_completion_length": _AT_LEAST_ONE,
+    "precompute_ref_batch_size": _AT_LEAST_ONE,
+    "dataset_num_proc": _AT_LEAST_ONE,
+    "ref_model_sync_steps": _AT_LEAST_ONE,
+    "ref_model_mixup_alpha": Range(0, 1),
+    "discopop_tau": _POSITIVE,
+}
+
+
+def range_problem(key: str, value: Any) -> Problem | None:
+    """The problem with ``training_args.<key>: value``, or None (non-numbers are not checked)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    where = f"training_args.{key}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return Problem(f"must be a finite number, got {value!r}", where)
+    spec = RANGES.get(key)
+    if spec is not None and not spec.allows(value):
+        return Problem(f"must be {spec.describe()}, got {value!r}", where)
+    return None
+
+
+def cross_field_problems(training_args: dict[str, Any]) -> list[Problem]:
+    """Rules over several fields: a run must have some length."""
+    epochs = training_args.get("num_train_epochs", 3.0)
+    max_steps = training_args.get("max_steps", -1)
+    numbers = all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in (epochs, max_steps)
+    )
+    if numbers and epochs == 0 and max_steps <= 0:
+        return [
+            Problem(
+                "is 0 and max_steps is not set (> 0): the run would train 0 steps and save an "
+                "untrained model; set num_train_epochs > 0 or max_steps",
+                "training_args.num_train_epochs",
+            )
+        ]
+    return []
