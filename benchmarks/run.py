@@ -367,6 +367,21 @@ def main() -> None:
             out.append("")
         if "dpo" not in skip:
             out += ["### DPO", "", *dpo_table(results["ours_dpo"], results["trl_dpo"]), ""]
+        pairs = [("ours", "trl_pf"), ("ours", "trl"), ("ours_dpo", "trl_dpo")]
+        within = [
+            f"{a}/{b} "
+            + ", ".join(
+                f"{x['tokens_per_s'] / y['tokens_per_s']:.2f}x"
+                for x, y in zip(repeats[a], repeats[b], strict=True)
+            )
+            for a, b in pairs
+            if a in repeats and b in repeats
+        ]
+        out.append(
+            "Tokens/s ratios within each repeat (systems of one repeat ran back to back): "
+            + "; ".join(within)
+            + "."
+        )
         out.append(
             "Spread of tokens/s over the repeats (min-max): "
             + "; ".join(f"{k} {a:,.0f}-{b:,.0f}" for k, (a, b) in spread.items())

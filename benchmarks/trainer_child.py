@@ -97,7 +97,13 @@ def run_ours_dpo(spec: dict, record: dict) -> None:
 
     config = _common_config(spec)
     config["training_args"].update(
-        {"max_length": spec["max_length"], "beta": 0.1, "loss_type": ["sigmoid"]}
+        # DPOConfig turns activation checkpointing on by default; off here as for the TRL run.
+        {
+            "max_length": spec["max_length"],
+            "beta": 0.1,
+            "loss_type": ["sigmoid"],
+            "activation_checkpointing": False,
+        }
     )
     config["data_conf"]["training_data"]["datasets"][0]["path"] = spec["dpo_data"]
     summary = dpo.run(load_config_dict(config, "dpo"))

@@ -64,21 +64,18 @@ def _window_mask(length: int, window: int, device: Any) -> Any:
 
 
 def _sdpa_one(query: Any, key: Any, value: Any, scaling: Any, dropout: float, window: Any) -> Any:
-    """Causal sdpa of one example ``[batch, heads, length, dim]`` (key/value heads repeated)."""
+    """Causal sdpa of one example ``[batch, heads, length, dim]``."""
     import torch.nn.functional as F
 
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:
-        key = key.repeat_interleave(groups, dim=1)
-        value = value.repeat_interleave(groups, dim=1)
+    gqa = query.shape[1] != key.shape[1]  # sdpa shares key/value heads itself (no copies)
     length = query.shape[2]
     if window is not None and length > window:
         mask = _window_mask(length, window, query.device)
         return F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling
+            query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling, enable_gqa=gqa
         )
     return F.scaled_dot_product_attention(
-        query, key, value, is_causal=length > 1, dropout_p=dropout, scale=scaling
+        query, key, value, is_causal=length > 1, dropout_p=dropout, scale=scaling, enable_gqa=gqa
     )
 
 
