@@ -137,7 +137,7 @@ def test_completions_only_trains_only_assistant_spans(
     original = Trainer.compute_loss
 
     def spy(self, model, inputs, *args, **kwargs):
-        seen.append({k: v.clone() for k, v in inputs.items()})
+        seen.append({k: v.clone() if hasattr(v, "clone") else v for k, v in inputs.items()})
         return original(self, model, inputs, *args, **kwargs)
 
     monkeypatch.setattr(Trainer, "compute_loss", spy)

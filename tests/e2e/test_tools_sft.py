@@ -40,7 +40,7 @@ def test_tool_and_reasoning_chats_train(template, tmp_path, tool_model, monkeypa
     original = Trainer.compute_loss
 
     def spy(self, model, inputs, *args, **kwargs):
-        seen.append({k: v.clone() for k, v in inputs.items()})
+        seen.append({k: v.clone() if hasattr(v, "clone") else v for k, v in inputs.items()})
         return original(self, model, inputs, *args, **kwargs)
 
     monkeypatch.setattr(Trainer, "compute_loss", spy)

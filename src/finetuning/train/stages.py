@@ -125,6 +125,7 @@ def start(loaded: LoadedConfig, cli_args: Any = None) -> RunContext:
             finished.steps,
             plan.final_dir,
         )
+        lock.release()  # nothing more to do here
         return RunContext(plan, state, started, finished=finished)
     if state.is_main_process:  # the plan checked it against the checkpoint to resume
         fingerprint.record(config, plan.output_dir)
@@ -283,4 +284,7 @@ def train_and_save(ctx: RunContext, trainer: Any, callbacks: RunCallbacks) -> Ru
                     f"\n  mlflow: run {run_id}; see it with: {open_command(plan.tracking.uri)}"
                 )
         logger.info("%s\n  report: %s%s", summary.format(), files[1], mlflow_line)
+    # The run is over: the folder is free for the next run, also when this process goes on
+    # (a run started in-process; the CLI's `finally` releases it after an error).
+    lock.release()
     return summary
