@@ -65,3 +65,19 @@ def losses(output_dir: Path) -> list[float]:
 def summary(output_dir: Path) -> dict:
     """The run_summary.json a run wrote."""
     return json.loads((output_dir / "run_summary.json").read_text())
+
+
+def record_trainer_batches(monkeypatch) -> list[dict[str, Any]]:
+    """Record (copies of) every batch the transformers Trainer computes a loss on."""
+    from transformers import Trainer
+
+    seen: list[dict[str, Any]] = []
+    original = Trainer.compute_loss
+
+    def spy(self, model, inputs, *args, **kwargs):
+        # The collator's batch also holds plain ints (max_length_q/k): copy only the tensors.
+        seen.append({k: v.clone() if hasattr(v, "clone") else v for k, v in inputs.items()})
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "compute_loss", spy)
+    return seen

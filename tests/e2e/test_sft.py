@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import losses, minimal_sft, run_cli, summary, write_config
+from tests.helpers import (
+    losses,
+    minimal_sft,
+    record_trainer_batches,
+    run_cli,
+    summary,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -128,19 +135,12 @@ def test_completions_only_trains_only_assistant_spans(
     tmp_path, tiny_llama, chat_data_small, monkeypatch
 ):
     """Checked on the batches the trainer really sees."""
-    from transformers import AutoTokenizer, Trainer
+    from transformers import AutoTokenizer
 
     from finetuning.config.loading import load_config
     from finetuning.train import sft
 
-    seen = []
-    original = Trainer.compute_loss
-
-    def spy(self, model, inputs, *args, **kwargs):
-        seen.append({k: v.clone() if hasattr(v, "clone") else v for k, v in inputs.items()})
-        return original(self, model, inputs, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "compute_loss", spy)
+    seen = record_trainer_batches(monkeypatch)
     out = tmp_path / "out"
     config = minimal_sft(tiny_llama, chat_data_small)
     config["sft_args"]["train_on_completions_only"] = True

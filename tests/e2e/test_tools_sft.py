@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from finetuning.testing import TINY_TOOL_CHAT_TEMPLATE, synthetic_tool_chats, write_jsonl
-from tests.helpers import losses, minimal_sft, write_config
+from tests.helpers import losses, minimal_sft, record_trainer_batches, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -29,21 +29,14 @@ def tool_model(tiny_llama, tmp_path_factory):
 @pytest.mark.parametrize("template", ["chat-ml", "keep-original"])
 def test_tool_and_reasoning_chats_train(template, tmp_path, tool_model, monkeypatch):
     """Checked on the batches the trainer sees; the saved template renders as training did."""
-    from transformers import AutoTokenizer, Trainer
+    from transformers import AutoTokenizer
 
     from finetuning.config.data import ChatTemplateName
     from finetuning.config.loading import load_config
     from finetuning.data.templates import render
     from finetuning.train import sft
 
-    seen = []
-    original = Trainer.compute_loss
-
-    def spy(self, model, inputs, *args, **kwargs):
-        seen.append({k: v.clone() if hasattr(v, "clone") else v for k, v in inputs.items()})
-        return original(self, model, inputs, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "compute_loss", spy)
+    seen = record_trainer_batches(monkeypatch)
     rows = synthetic_tool_chats(24)
     data = write_jsonl(tmp_path / "tools.jsonl", rows)
     out = tmp_path / "out"
