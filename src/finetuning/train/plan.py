@@ -53,6 +53,7 @@ class Plan:
         notes: What loading the config had to say (mapped legacy fields, ...).
         resolved: Batch sizes and the learning rate for this world size.
         output_dir: Where checkpoints and the final model go (checked to be creatable).
+        checkpoint_bytes: A lower bound of one checkpoint's size (the free space it needs).
         logging_dir: Where TensorBoard and other logs go.
         resume: The checkpoint to resume from, or None for a fresh run.
         tracking: The MLflow target (uri, experiment, run id and name), or None when off.
@@ -67,6 +68,7 @@ class Plan:
     notes: tuple[str, ...]
     resolved: Resolved
     output_dir: Path
+    checkpoint_bytes: int
     logging_dir: Path
     resume: str | None
     tracking: Tracking | None
@@ -179,7 +181,8 @@ def build_plan(
         raise UserError(problems[0] + " (this machine cannot run the config as written)")
     output_dir, logging_dir = arguments.output_dirs(config)
     full = config.peft_conf.peft_type == "NO_PEFT"
-    check_output_dir(output_dir, estimated_checkpoint_bytes(config.run_conf.model, full))
+    checkpoint_bytes = estimated_checkpoint_bytes(config.run_conf.model, full)
+    check_output_dir(output_dir, checkpoint_bytes)
     resume = resolve_resume(config.run_conf.resume_from_checkpoint, output_dir)
     check_resume(config, resume)  # the config still fits the checkpoint (reads only)
     tracking = plan_tracking(config, cli_args, output_dir)
@@ -196,6 +199,7 @@ def build_plan(
         notes=tuple(loaded.notes),
         resolved=resolved,
         output_dir=output_dir,
+        checkpoint_bytes=checkpoint_bytes,
         logging_dir=logging_dir,
         resume=resume,
         tracking=tracking,

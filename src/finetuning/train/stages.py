@@ -45,7 +45,6 @@ from finetuning.train.report import write_report
 from finetuning.train.summary import (
     RunSummary,
     check_writable,
-    estimated_checkpoint_bytes,
     finished_run,
     summarize,
 )
@@ -110,8 +109,7 @@ def start(loaded: LoadedConfig, cli_args: Any = None) -> RunContext:
         loaded, arguments.world_size(), cli_args, main_process_first=state.main_process_first
     )
     arguments.log_resolved(config, plan.resolved, list(plan.notes) if state.is_main_process else [])
-    full = config.peft_conf.peft_type == "NO_PEFT"
-    check_writable(plan.output_dir, estimated_checkpoint_bytes(config.run_conf.model, full))
+    check_writable(plan.output_dir, plan.checkpoint_bytes)
     lock.acquire(plan.output_dir, state.is_main_process)  # one run per output_dir
     writes.watch(plan.output_dir)  # a full disk is reported on this folder
     finished = finished_run(plan.output_dir, plan.resume, plan.final_dir, plan.trained_config())
