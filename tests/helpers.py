@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -81,3 +82,32 @@ def record_trainer_batches(monkeypatch) -> list[dict[str, Any]]:
 
     monkeypatch.setattr(Trainer, "compute_loss", spy)
     return seen
+
+
+def sigterm_at_step(monkeypatch, step: int) -> None:
+    """Make the next in-process run send itself SIGTERM when optimizer step ``step`` ends.
+
+    The engine's own handler (``train/interrupts.py``) then finishes the step, saves a checkpoint
+    and stops with ``EXIT_PREEMPTED``, as it does for a scheduler's SIGTERM; only the sender is
+    the test. Pair it with ``finetuning.cli.main([...])`` to test preemption and resume without
+    paying a subprocess start for each launch.
+    """
+    import os
+    import signal
+
+    from transformers import TrainerCallback
+
+    from finetuning.train import stages
+
+    class _Sigterm(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == step - 1:  # the signal lands during step ``step``
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    original = stages.callbacks
+
+    def with_sigterm(ctx):
+        found = original(ctx)
+        return dataclasses.replace(found, all=(*found.all, _Sigterm()))
+
+    monkeypatch.setattr(stages, "callbacks", with_sigterm)

@@ -8,10 +8,12 @@ Heavy libraries are imported by the subcommands that need them, so `--help`, `sc
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
+from finetuning.config.methods import METHODS
 from finetuning.console import report_user_error, setup_logging
 from finetuning.errors import RunStopped, UserError
 
@@ -30,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `finetuning` (global options, then a subcommand)."""
     parser = argparse.ArgumentParser(
         prog="finetuning",
-        description="Config-driven LLM fine-tuning. Train with `finetuning sft CONFIG` or "
-        "`finetuning dpo CONFIG`; check a config and its data first with `finetuning validate`.",
+        description="Config-driven LLM fine-tuning. Train with `finetuning METHOD CONFIG` "
+        f"(METHOD: {', '.join(METHODS)}); check a config and its data first with "
+        "`finetuning validate`.",
     )
     _add_global_options(parser, keep_defaults=True)
     # The same options after the subcommand, listed in its --help. Their defaults are
@@ -43,11 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, **kwargs) -> argparse.ArgumentParser:
         return subparsers.add_parser(name, parents=[common], **kwargs)
 
-    for method, title in (
-        ("sft", "supervised fine-tuning"),
-        ("dpo", "direct preference optimisation"),
-    ):
-        p = add(method, help=f"train with {title}", description=f"Train with {title}.")
+    for method in METHODS.values():
+        title = method.title
+        p = add(method.name, help=f"train with {title}", description=f"Train with {title}.")
         p.add_argument("config", help="the YAML config file")
 
     p = add(
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="the YAML config file")
     p.add_argument(
         "--method",
-        choices=["sft", "dpo"],
+        choices=list(METHODS),
         default=None,
         help="the method (default: the config's `method`, else sft)",
     )
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, what in (("schema", "the JSON Schema"), ("docs", "the Markdown reference")):
         p = add(name, help=f"print {what} of a config", description=f"Print {what}.")
-        p.add_argument("method", choices=["sft", "dpo"])
+        p.add_argument("method", choices=list(METHODS))
 
     from finetuning.tools import generate, merge_adapter, replace_tokens, vllm_adapter
 
@@ -241,8 +242,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         return validate(args)
     if args.command in TOOLS:
         module_name, function = TOOLS[args.command]
-        import importlib
-
         return getattr(importlib.import_module(module_name), function)(args)
     if args.command == "init":
         from finetuning.tools.init import init_example
@@ -252,14 +251,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from finetuning.config.loading import load_config
 
     loaded = load_config(args.config, args.command)
-    if args.command == "sft":
-        from finetuning.train import sft
-
-        sft.run(loaded, args)
-    else:
-        from finetuning.train import dpo
-
-        dpo.run(loaded, args)
+    importlib.import_module(METHODS[args.command].recipe).run(loaded, args)
     return 0
 
 

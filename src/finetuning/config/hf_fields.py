@@ -115,11 +115,16 @@ def _snapshot_of(cls: type) -> dict[str, dict[str, Any]]:
 
 
 def build_snapshot() -> dict[str, dict[str, dict[str, Any]]]:
-    """Introspect the installed transformers and TRL (imports torch)."""
-    from transformers import TrainingArguments
-    from trl import DPOConfig
+    """Introspect the installed transformers and TRL (imports torch): every method's config."""
+    import importlib
 
-    return {"sft": _snapshot_of(TrainingArguments), "dpo": _snapshot_of(DPOConfig)}
+    from finetuning.config.methods import METHODS
+
+    snapshot = {}
+    for name, method in METHODS.items():
+        module, cls = method.library_config.split(":")
+        snapshot[name] = _snapshot_of(getattr(importlib.import_module(module), cls))
+    return snapshot
 
 
 if __name__ == "__main__":

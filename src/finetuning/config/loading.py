@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from finetuning.config.experiment import CONFIG_CLASSES, ExperimentConfig, TrainingArgsError
+from finetuning.config.methods import METHODS
 from finetuning.config.paths import (
     FOLDER_FIELDS,
     expand_home,
@@ -23,8 +24,6 @@ from finetuning.config.paths import (
 from finetuning.config.training_args import training_args_defaults, translate_legacy
 from finetuning.config.yaml_source import dotted, read_yaml
 from finetuning.errors import Problem, UserError, did_you_mean
-
-DATA_TYPES = {"sft": "ChatConversation", "dpo": "DirectPreference"}
 
 
 @dataclass
@@ -43,7 +42,7 @@ class LoadedConfig:
 
 
 def load_config(path: str | Path, method: str | None) -> LoadedConfig:
-    """Load and validate ``path`` as a config for ``method`` ("sft" or "dpo").
+    """Load and validate ``path`` as a config for ``method`` (a name in ``METHODS``).
 
     Args:
         path: The YAML file.
@@ -57,8 +56,13 @@ def load_config(path: str | Path, method: str | None) -> LoadedConfig:
     if method is None:
         method = data.get("method", "sft") if isinstance(data, dict) else "sft"
         if method not in CONFIG_CLASSES:
+            allowed = ", ".join(CONFIG_CLASSES)
             raise UserError(
-                Problem(f"{method!r} is not allowed (allowed: sft, dpo)", f"{path}: method")
+                Problem(
+                    f"{method!r} is not allowed (allowed: {allowed})",
+                    f"{path}: method",
+                    did_you_mean(str(method), list(CONFIG_CLASSES)),
+                )
             )
     return load_config_dict(data, method, path=path, root=root)
 
@@ -139,12 +143,12 @@ def _normalise_data_types(data: dict[str, Any], method: str) -> list[str]:
         if not isinstance(section, dict):
             continue
         given = section.get("data_type")
-        if given is not None and given != DATA_TYPES[method]:
+        if given is not None and given != METHODS[method].data_type:
             notes.append(
-                f"data_conf.{key}.data_type: {given!r} overwritten with {DATA_TYPES[method]!r} "
+                f"data_conf.{key}.data_type: {given!r} overwritten with {METHODS[method].data_type!r} "
                 f"(set by the method {method!r})"
             )
-        data_conf[key] = {**section, "data_type": DATA_TYPES[method]}
+        data_conf[key] = {**section, "data_type": METHODS[method].data_type}
     return notes
 
 

@@ -14,6 +14,7 @@ from pydantic_core import PydanticUndefined
 
 from finetuning.config.experiment import CONFIG_CLASSES
 from finetuning.config.hf_fields import fields_for
+from finetuning.config.methods import METHODS
 from finetuning.config.training_args import (
     BATCH_FIELDS,
     ENGINE_DEFAULTS,
@@ -93,7 +94,7 @@ def training_args_schema(method: str) -> dict[str, Any]:
             "description": "read by the engine itself (not passed to the library)",
         }
     for entry in LEGACY:
-        if method in entry.methods and entry.name not in properties:
+        if entry.applies_to(method) and entry.name not in properties:
             if entry.name in BATCH_FIELDS:
                 continue
             properties[entry.name] = {
@@ -144,7 +145,8 @@ def markdown_reference(method: str) -> str:
 
 
 def _training_args_section(method: str) -> list[str]:
-    library = "transformers `TrainingArguments`" if method == "sft" else "TRL `DPOConfig`"
+    module, cls = METHODS[method].library_config.split(":")
+    library = f"{module.split('.')[0].replace('trl', 'TRL')} `{cls}`"
     lines = [
         "## training_args",
         "",
@@ -173,7 +175,7 @@ def _training_args_section(method: str) -> list[str]:
         "|---|---|",
     ]
     for entry in LEGACY:
-        if method not in entry.methods:
+        if not entry.applies_to(method):
             continue
         if entry.mapping:
             outcome = f"mapped: {entry.reason}"

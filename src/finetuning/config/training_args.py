@@ -63,7 +63,8 @@ class Legacy:
 
     Attributes:
         name: The old field name.
-        methods: The methods it applies to ("sft", "dpo").
+        methods: The methods it applies to; "*" for every method (the ``TrainingArguments``
+            fields, which every library config inherits).
         reason: Why, in words, shown in the log or the error.
         mapping: For a mapped field: old value -> updates to apply, or None for a no-op value.
         accepted: For a field without equivalent: the values accepted as a no-op.
@@ -77,8 +78,12 @@ class Legacy:
     accepted: tuple[Any, ...] = ()
     error: bool = False
 
+    def applies_to(self, method: str) -> bool:
+        """Whether ``method``'s ``training_args`` know this old field."""
+        return "*" in self.methods or method in self.methods
 
-BOTH = ("sft", "dpo")
+
+EVERY = ("*",)  # every method: fields of transformers' TrainingArguments
 DPO = ("dpo",)
 
 
@@ -90,78 +95,78 @@ def _if_true(updates: dict[str, Any]) -> Callable[[Any], dict[str, Any] | None]:
     return lambda value: dict(updates) if value else None
 
 
-def _gone(name: str, accepted: tuple[Any, ...], reason: str, methods=BOTH) -> Legacy:
+def _gone(name: str, accepted: tuple[Any, ...], reason: str, methods=EVERY) -> Legacy:
     return Legacy(name, methods, reason, accepted=accepted, error=True)
 
 
 LEGACY: tuple[Legacy, ...] = (
     Legacy(
         "warmup_ratio",
-        BOTH,
+        EVERY,
         "transformers 5 takes a ratio in [0, 1) in warmup_steps",
         mapping=_rename("warmup_steps"),
     ),
     Legacy(
         "gradient_checkpointing",
-        BOTH,
+        EVERY,
         "renamed to activation_checkpointing in transformers 5",
         mapping=_rename("activation_checkpointing"),
     ),
     Legacy(
         "gradient_checkpointing_kwargs",
-        BOTH,
+        EVERY,
         "renamed in transformers 5",
         mapping=_rename("activation_checkpointing_kwargs"),
     ),
     Legacy(
         "evaluation_strategy",
-        BOTH,
+        EVERY,
         "renamed to eval_strategy in transformers 4.46",
         mapping=_rename("eval_strategy"),
     ),
     Legacy(
         "group_by_length",
-        BOTH,
+        EVERY,
         "transformers 5 spells it train_sampling_strategy",
         mapping=_if_true({"train_sampling_strategy": "group_by_length"}),
     ),
     Legacy(
-        "no_cuda", BOTH, "transformers 5 spells it use_cpu", mapping=_if_true({"use_cpu": True})
+        "no_cuda", EVERY, "transformers 5 spells it use_cpu", mapping=_if_true({"use_cpu": True})
     ),
     Legacy(
         "adafactor",
-        BOTH,
+        EVERY,
         "transformers 5 spells it optim",
         mapping=_if_true({"optim": "adafactor"}),
     ),
     Legacy(
         "include_inputs_for_metrics",
-        BOTH,
+        EVERY,
         "transformers 5 spells it include_for_metrics",
         mapping=_if_true({"include_for_metrics": ["inputs"]}),
     ),
     Legacy(
         "torchdynamo",
-        BOTH,
+        EVERY,
         "transformers 5 spells it torch_compile_backend",
         mapping=lambda v: {"torch_compile": True, "torch_compile_backend": v} if v else None,
     ),
     Legacy(
         "fsdp_min_num_params",
-        BOTH,
+        EVERY,
         "moved into fsdp_config",
         mapping=lambda v: {"fsdp_config": {"min_num_params": v}} if v else None,
     ),
     Legacy(
         "fsdp_transformer_layer_cls_to_wrap",
-        BOTH,
+        EVERY,
         "moved into fsdp_config",
         mapping=lambda v: {"fsdp_config": {"transformer_layer_cls_to_wrap": v}} if v else None,
     ),
     Legacy(
-        "push_to_hub_model_id", BOTH, "renamed to hub_model_id", mapping=_rename("hub_model_id")
+        "push_to_hub_model_id", EVERY, "renamed to hub_model_id", mapping=_rename("hub_model_id")
     ),
-    Legacy("push_to_hub_token", BOTH, "renamed to hub_token", mapping=_rename("hub_token")),
+    Legacy("push_to_hub_token", EVERY, "renamed to hub_token", mapping=_rename("hub_token")),
     _gone(
         "push_to_hub_organization",
         (None,),
@@ -169,13 +174,13 @@ LEGACY: tuple[Legacy, ...] = (
     ),
     Legacy(
         "overwrite_output_dir",
-        BOTH,
+        EVERY,
         "ignored: the engine never deletes outputs; resume_from_checkpoint decides whether a "
         "run continues from output_dir",
     ),
     Legacy(
         "include_tokens_per_second",
-        BOTH,
+        EVERY,
         "ignored: tokens/s is always in the progress line and the summary",
     ),
     _gone(
@@ -186,7 +191,7 @@ LEGACY: tuple[Legacy, ...] = (
     ),
     Legacy(
         "use_mps_device",
-        BOTH,
+        EVERY,
         "ignored: transformers 5 uses an Apple GPU automatically",
     ),
     _gone(
@@ -282,7 +287,7 @@ def translate_legacy(
     problems: list[Problem] = []
     for key, value in training_args.items():
         entry = LEGACY_BY_NAME.get(key)
-        if entry is None or method not in entry.methods:
+        if entry is None or not entry.applies_to(method):
             out[key] = value
             continue
         where = f"training_args.{key}"

@@ -10,6 +10,7 @@ import numpy as np
 
 from finetuning.config.experiment import ExperimentConfig
 from finetuning.config.loading import LoadedConfig
+from finetuning.config.methods import rows_of
 from finetuning.config.training_args import training_arg_default
 from finetuning.data.encode import IGNORE, EncodeSettings
 from finetuning.data.messages import is_agent_row
@@ -164,7 +165,7 @@ def build_report(
     settings = encode_settings(config)
     how = (
         "length_handling"
-        if config.method == "sft"
+        if rows_of(config.method) == "chat"
         else "max_length / max_prompt_length / truncation_mode"
     )
     if counts["too_long_dropped"]:
@@ -201,7 +202,7 @@ def build_report(
         total += len(ids)
         marker_trained = marker_trained or bool(((ids == marker_id) & (labels != IGNORE)).any())
     share = trained / total if total else 0.0
-    if config.method == "sft":
+    if rows_of(config.method) == "chat":
         lines.append(
             f"tokens: {int(lengths.sum())} in training rows; {share:.1%} of them are trained on"
         )

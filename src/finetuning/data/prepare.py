@@ -26,6 +26,7 @@ import numpy as np
 
 from finetuning import __version__
 from finetuning.config.data import ChatTrainValidConfig
+from finetuning.config.methods import rows_of
 from finetuning.data import sources
 from finetuning.data.encode import (
     IDENTICAL,
@@ -255,7 +256,7 @@ def prepare_data(
         data: ``data_conf``.
         tokenizer: The prepared tokenizer (template tokens and pad token set).
         settings: Template and length settings.
-        method: "sft" or "dpo" (which row shape to read).
+        method: The method (``config.methods.METHODS``), which decides the row shape.
         num_workers: Preprocessing processes (default: up to 4, bounded by the CPU count).
         use_cache: Read and write the on-disk cache.
 
@@ -284,7 +285,7 @@ def prepare_data(
     store, hit, folder = None, False, None
     store_cls, encode = (
         (TokenStore, encode_chunk)
-        if method == "sft"
+        if rows_of(method) == "chat"
         else (PreferenceStore, encode_preference_chunk)
     )
     if use_cache:

@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from finetuning.config.methods import METHODS, rows_of
 from finetuning.data import readers
 from finetuning.data.messages import check_messages, check_tools, unknown_calls
 from finetuning.errors import Problem, UserError
@@ -15,6 +16,16 @@ MAX_REPORTED = 20
 METADATA_KEYS = ("dataset", "id", "tags", "labels")
 SFT_KEYS = ("messages",)
 DPO_KEYS = ("prompt_messages", "chosen_messages", "rejected_messages")
+#: The keys every row of a shape has (``config.methods.Method.rows``).
+ROW_KEYS: dict[str, tuple[str, ...]] = {"chat": SFT_KEYS, "preference": DPO_KEYS}
+
+
+def _method_with(shape: str) -> str:
+    return next(m.name for m in METHODS.values() if m.rows == shape)
+
+
+def _shape(keys: tuple[str, ...]) -> str:
+    return ", ".join(f"`{k}`" for k in keys)
 
 
 def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, Any]]:
@@ -23,8 +34,9 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
     Args:
         path: A JSONL file (or one JSON array of rows), compressed JSONL (``.jsonl.gz``,
             ``.jsonl.zst``), a Parquet file or a ``save_to_disk`` folder.
-        method: "sft" (``messages``) or "dpo" (``prompt_messages``/``chosen_messages``/
-            ``rejected_messages``).
+        method: The method; its row shape (``config.methods.rows_of``) decides the keys:
+            ``messages`` (chat), ``prompt_messages``/``chosen_messages``/``rejected_messages``
+            (preference).
         config_key: The config path that named the file, for the error message.
 
     Returns:
@@ -50,7 +62,7 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
             record["_where"] = where  # names the row in later errors
             if record.get("tools"):
                 # Counted by the preflight: a call to an unlisted function is likely a data bug.
-                keys = SFT_KEYS if method == "sft" else DPO_KEYS
+                keys = ROW_KEYS[rows_of(method)]
                 warnings = [w for k in keys for w in unknown_calls(record[k], k, record["tools"])]
                 if warnings:
                     record["_warnings"] = warnings
@@ -169,23 +181,25 @@ def _check_row(record: Any, method: str) -> str:
     """An empty string for a good row, else what is wrong with it."""
     if not isinstance(record, dict):
         return f"a row must be a JSON object, got {type(record).__name__}"
-    keys = SFT_KEYS if method == "sft" else DPO_KEYS
+    shape = rows_of(method)
+    keys = ROW_KEYS[shape]
     missing = [k for k in keys if k not in record]
     if missing:
-        other = DPO_KEYS if method == "sft" else SFT_KEYS
         hint = ""
-        if any(k in record for k in other):
-            hint = f" (this looks like a {'dpo' if method == 'sft' else 'sft'} row)"
-        return f"missing `{'`, `'.join(missing)}`{hint}"
+        for other_shape, other in ROW_KEYS.items():
+            if other_shape != shape and any(k in record for k in other):
+                hint = f" (this looks like a {_method_with(other_shape)} row)"
+                break
+        return f"missing `{'`, `'.join(missing)}`{hint}; a {method} row has {_shape(keys)}"
     for key in keys:
         message = check_messages(record[key], key, allow_empty=key == "prompt_messages")
         if message:
             return message
     if record.get("tools") is not None and (message := check_tools(record["tools"])):
         return message
-    if method == "sft" and not any(m["role"] == "assistant" for m in record["messages"]):
+    if shape == "chat" and not any(m["role"] == "assistant" for m in record["messages"]):
         return "the conversation has no assistant turn, so nothing would be trained"
-    if method == "dpo":
+    if shape == "preference":
         for key in ("chosen_messages", "rejected_messages"):
             if record[key][-1]["role"] != "assistant":
                 return f"`{key}` must end with an assistant message"

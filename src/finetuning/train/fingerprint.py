@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from finetuning.config.experiment import ExperimentConfig
+from finetuning.config.methods import rows_of
 from finetuning.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def fingerprint(config: ExperimentConfig) -> dict[str, Any]:
 
     settings = encode_settings(config)
     lengths = {"max_length": settings.max_length}
-    if config.method == "sft":
+    if rows_of(config.method) == "chat":
         lengths.update(
             length_handling=settings.length_handling,
             train_on_completions_only=settings.completions_only,

@@ -20,6 +20,7 @@ from typing import Any
 
 from finetuning.config.experiment import ExperimentConfig
 from finetuning.config.loading import LoadedConfig, resolved_dict
+from finetuning.config.methods import rows_of
 from finetuning.config.training import new_basemodel_name
 from finetuning.data.encode import EncodeSettings
 from finetuning.data.preflight import PreflightReport, encode_settings, preflight
@@ -134,7 +135,7 @@ class Plan:
             f"{self.settings.max_length}"
             + (
                 f", length_handling {self.settings.length_handling}"
-                if config.method == "sft"
+                if rows_of(config.method) == "chat"
                 else f", max_prompt_length {self.settings.max_prompt_length}, truncation_mode "
                 f"{self.settings.truncation_mode}"
             ),

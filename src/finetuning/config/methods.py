@@ -1,0 +1,60 @@
+"""The training methods: one row per method, the one place the CLI, loading and docs list them.
+
+A method is a subcommand (``finetuning <name> CONFIG``), a ``method:`` value in the config, a
+config model (``config/experiment.py: CONFIG_CLASSES``), a library config class whose fields
+``training_args`` takes, a row shape for its data and a recipe module beside ``train/sft.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Method:
+    """What the engine needs to know about a training method.
+
+    Attributes:
+        name: The subcommand and the config's ``method`` value.
+        title: What it does, in words (the subcommand's help).
+        rows: The shape of its data rows: "chat" (``messages``), "preference"
+            (``prompt_messages``/``chosen_messages``/``rejected_messages``).
+        data_type: The ``data_type`` the method sets on every data input.
+        library_config: ``module:Class`` of the library config that ``training_args`` fills.
+        recipe: The module whose ``run(loaded, cli_args)`` trains with this method.
+    """
+
+    name: str
+    title: str
+    rows: str
+    data_type: str
+    library_config: str
+    recipe: str
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "sft",
+            "supervised fine-tuning",
+            "chat",
+            "ChatConversation",
+            "transformers:TrainingArguments",
+            "finetuning.train.sft",
+        ),
+        Method(
+            "dpo",
+            "direct preference optimisation",
+            "preference",
+            "DirectPreference",
+            "trl:DPOConfig",
+            "finetuning.train.dpo",
+        ),
+    )
+}
+
+
+def rows_of(method: str) -> str:
+    """The row shape of ``method``'s data (see :class:`Method`)."""
+    return METHODS[method].rows
