@@ -431,6 +431,19 @@ def synthetic_preferences(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
+def synthetic_arithmetic(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """GRPO prompt rows: a one-digit sum to answer in ``\\boxed{}``, with its ``answer``."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        question = f"What is {a} + {b}? Give the answer as \\boxed{{N}}."
+        rows.append(
+            {"prompt_messages": [{"role": "user", "content": question}], "answer": str(a + b)}
+        )
+    return rows
+
+
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     """Write rows as JSONL and return the path."""
     path = Path(path)

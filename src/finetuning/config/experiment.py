@@ -1,4 +1,4 @@
-"""The top-level experiment configs for SFT and DPO."""
+"""The top-level experiment configs, one per method (SFT, DPO, GRPO, ...)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from finetuning.config.data import ChatTrainValidConfig
+from finetuning.config.grpo import GRPOArguments
 from finetuning.config.peft import PeftConfig
 from finetuning.config.quantization import NoQuantizationConfig, QuantizationConfig
 from finetuning.config.run import RunConfig
@@ -110,9 +111,38 @@ class DPOExperimentConfig(_ExperimentBase):
         return _training_args(value, "dpo")
 
 
-ExperimentConfig = SFTExperimentConfig | DPOExperimentConfig
+class GRPOExperimentConfig(_ExperimentBase):
+    """The finetuning config for GRPO, online RL from reward functions (``finetuning grpo``).
+
+    The same as the DPO config with ``grpo_args`` (the reward functions); ``training_args`` are
+    TRL's ``GRPOConfig`` fields (``num_generations``, ``max_completion_length``, ``beta``,
+    ``loss_type``, ``temperature``, ...). ``batchsize_conf.total_train_batch_size`` counts prompts
+    per optimizer step; each prompt is sampled ``num_generations`` times.
+    """
+
+    sft_args: None = Field(default=None)
+    """Must be absent or null for GRPO."""
+    grpo_args: GRPOArguments
+    """GRPO specific arguments: the reward functions."""
+    method: Literal["grpo"] = "grpo"
+    """The training method; defaults to the subcommand."""
+
+    @field_validator("training_args", mode="before")
+    @classmethod
+    def _check_training_args(cls, value: Any) -> dict[str, Any]:
+        args = _training_args(value, "grpo")
+        if "reward_weights" in args:
+            raise ValueError(
+                "training_args.reward_weights may not be set: give each reward its weight in "
+                "grpo_args.rewards[].weight"
+            )
+        return args
+
+
+ExperimentConfig = SFTExperimentConfig | DPOExperimentConfig | GRPOExperimentConfig
 
 CONFIG_CLASSES: dict[str, type[_ExperimentBase]] = {
     "sft": SFTExperimentConfig,
     "dpo": DPOExperimentConfig,
+    "grpo": GRPOExperimentConfig,
 }

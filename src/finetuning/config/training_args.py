@@ -32,6 +32,7 @@ ENGINE_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
         "max_prompt_length": ("int", "null"),
         "max_completion_length": ("int", "null"),
     },
+    "grpo": {"logging_dir": ("str", "null")},
 }
 
 #: Defaults of the established engine that differ from today's library defaults.
@@ -43,6 +44,10 @@ ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
         "truncation_mode": "keep_end",  # TRL 0.13's default; TRL 1.x defaults to keep_start
         "bf16": False,  # TRL 1.x defaults to True, TRL 0.13 to False
         "activation_checkpointing": False,  # TRL 1.x defaults to True, TRL 0.13 to False
+    },
+    "grpo": {
+        "bf16": False,  # as for DPO: TRL 1.x defaults to True, which is slow on CPUs
+        "activation_checkpointing": False,  # as for DPO
     },
 }
 

@@ -33,6 +33,9 @@ def encode_settings(config: ExperimentConfig) -> EncodeSettings:
             train_on_reasoning=sft.train_on_reasoning,
             drop_past_reasoning=sft.drop_past_reasoning,
         )
+    if rows_of(config.method) == "prompt":  # GRPO: the prompt is all there is to encode
+        limit = config.grpo_args.max_prompt_length
+        return EncodeSettings(template, max_length=limit, max_prompt_length=limit)
     args = config.training_args
     return EncodeSettings(
         template,
@@ -150,6 +153,19 @@ def evaluation_warnings(config: ExperimentConfig, data: PreparedData) -> list[st
     return []
 
 
+def _prompt_lines(data: PreparedData, report: PreflightReport) -> None:
+    """GRPO: the prompt tokens and the row keys the reward functions receive."""
+    lengths = data.train.lengths()
+    report.lines.append(
+        f"tokens: {int(lengths.sum())} in training prompts (completions are generated while "
+        "training)"
+    )
+    keys = sorted({k for r in data.rows for k in r if k != "prompt_messages" and k[0] != "_"})
+    report.lines.append(
+        "row keys passed to the reward functions: " + (", ".join(keys) if keys else "(none)")
+    )
+
+
 def build_report(
     config: ExperimentConfig, setup: TokenizerSetup, data: PreparedData
 ) -> PreflightReport:
@@ -163,11 +179,11 @@ def build_report(
     _agent_lines(config, data, report)
     counts = data.status_counts
     settings = encode_settings(config)
-    how = (
-        "length_handling"
-        if rows_of(config.method) == "chat"
-        else "max_length / max_prompt_length / truncation_mode"
-    )
+    how = {
+        "chat": "length_handling",
+        "preference": "max_length / max_prompt_length / truncation_mode",
+        "prompt": "grpo_args.max_prompt_length",
+    }[rows_of(config.method)]
     if counts["too_long_dropped"]:
         warnings.append(
             f"{counts['too_long_dropped']} rows longer than {settings.max_length} tokens were "
@@ -193,6 +209,12 @@ def build_report(
     warnings += evaluation_warnings(config, data)
     lengths = data.train.lengths()
     lines.append(_lengths_line(lengths))
+    if rows_of(config.method) == "prompt":
+        _prompt_lines(data, report)
+        lines.append(f"padding: {setup.pad_note}; prompts are padded on the left to generate")
+        cache = "hit" if data.cache_hit else "miss"
+        lines.append(f"prepared in {data.seconds:.1f}s (cache {cache}: {data.cache_path})")
+        return report
     trained = total = 0
     marker = end_marker(config.data_conf.chat_template_name, tok)
     marker_id = tok.convert_tokens_to_ids(marker)

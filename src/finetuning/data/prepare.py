@@ -40,6 +40,7 @@ from finetuning.data.encode import (
     encode_rows,
 )
 from finetuning.data.preference import PreferenceStore, encode_preference_chunk
+from finetuning.data.prompts import encode_prompt_chunk
 from finetuning.data.readers import content_files
 from finetuning.data.rows import read_rows
 from finetuning.errors import UserError
@@ -283,11 +284,11 @@ def prepare_data(
 
     workers = num_workers or min(4, os.cpu_count() or 1)
     store, hit, folder = None, False, None
-    store_cls, encode = (
-        (TokenStore, encode_chunk)
-        if rows_of(method) == "chat"
-        else (PreferenceStore, encode_preference_chunk)
-    )
+    store_cls, encode = {
+        "chat": (TokenStore, encode_chunk),
+        "preference": (PreferenceStore, encode_preference_chunk),
+        "prompt": (TokenStore, encode_prompt_chunk),
+    }[rows_of(method)]
     if use_cache:
         folder = cache_root() / cache_key(paths, tokenizer, settings, method)
         store = _load(store_cls, folder) if folder.exists() else None
@@ -326,7 +327,11 @@ def prepare_data(
             f"no training rows are left after length handling ({int((status == TOO_LONG).sum())} "
             f"longer than {settings.max_length} tokens dropped, "
             f"{int((status == NOTHING_TRAINED).sum())} with no trained token): raise "
-            "sft_args.max_seq_length or use length_handling: truncate"
+            + (
+                "grpo_args.max_prompt_length"
+                if rows_of(method) == "prompt"
+                else "sft_args.max_seq_length or use length_handling: truncate"
+            )
         )
     valid_idx = None
     if valid_conf.type == "AUTO_SPLIT":

@@ -16,8 +16,14 @@ MAX_REPORTED = 20
 METADATA_KEYS = ("dataset", "id", "tags", "labels")
 SFT_KEYS = ("messages",)
 DPO_KEYS = ("prompt_messages", "chosen_messages", "rejected_messages")
+#: GRPO: the prompt only; every other key of the row goes to the reward functions.
+PROMPT_KEYS = ("prompt_messages",)
 #: The keys every row of a shape has (``config.methods.Method.rows``).
-ROW_KEYS: dict[str, tuple[str, ...]] = {"chat": SFT_KEYS, "preference": DPO_KEYS}
+ROW_KEYS: dict[str, tuple[str, ...]] = {
+    "chat": SFT_KEYS,
+    "preference": DPO_KEYS,
+    "prompt": PROMPT_KEYS,
+}
 
 
 def _method_with(shape: str) -> str:
@@ -186,19 +192,29 @@ def _check_row(record: Any, method: str) -> str:
     missing = [k for k in keys if k not in record]
     if missing:
         hint = ""
-        for other_shape, other in ROW_KEYS.items():
-            if other_shape != shape and any(k in record for k in other):
-                hint = f" (this looks like a {_method_with(other_shape)} row)"
-                break
+        # The other shape the row fits best: all of its keys present, the most of them first.
+        fits = sorted(
+            (len(other), other_shape)
+            for other_shape, other in ROW_KEYS.items()
+            if other_shape != shape and all(k in record for k in other)
+        )
+        if fits:
+            hint = f" (this looks like a {_method_with(fits[-1][1])} row)"
         return f"missing `{'`, `'.join(missing)}`{hint}; a {method} row has {_shape(keys)}"
     for key in keys:
-        message = check_messages(record[key], key, allow_empty=key == "prompt_messages")
+        allow_empty = key == "prompt_messages" and shape != "prompt"
+        message = check_messages(record[key], key, allow_empty=allow_empty)
         if message:
             return message
     if record.get("tools") is not None and (message := check_tools(record["tools"])):
         return message
     if shape == "chat" and not any(m["role"] == "assistant" for m in record["messages"]):
         return "the conversation has no assistant turn, so nothing would be trained"
+    if shape == "prompt" and record["prompt_messages"][-1]["role"] == "assistant":
+        return (
+            "`prompt_messages` ends with an assistant message: a GRPO prompt ends where the model "
+            "is to answer (e.g. with the user's question)"
+        )
     if shape == "preference":
         for key in ("chosen_messages", "rejected_messages"):
             if record[key][-1]["role"] != "assistant":

@@ -75,11 +75,33 @@ def base_learning_rate(config: ExperimentConfig) -> float:
     return float(value)
 
 
+def sequences_per_prompt(config: ExperimentConfig) -> int:
+    """How many trained sequences one row gives: GRPO's ``num_generations``, else 1."""
+    if config.method != "grpo":
+        return 1
+    value = config.training_args.get("num_generations")
+    return int(value if value is not None else training_arg_default("grpo", "num_generations"))
+
+
 def resolve(config: ExperimentConfig, world_size: int) -> Resolved:
-    """Resolve batch sizes and the learning rate of ``config`` for ``world_size`` processes."""
+    """Resolve batch sizes and the learning rate of ``config`` for ``world_size`` processes.
+
+    GRPO's ``total_train_batch_size`` counts prompts; the per-device batch and the accumulation
+    are of completions: ``total x num_generations`` sequences per optimizer step.
+    """
     bs = config.batchsize_conf
+    per_prompt = sequences_per_prompt(config)
+    if per_prompt > 1 and (bs.total_train_batch_size * per_prompt) % world_size:
+        raise UserError(
+            f"batchsize_conf.total_train_batch_size {bs.total_train_batch_size} prompts x "
+            f"training_args.num_generations {per_prompt} = {bs.total_train_batch_size * per_prompt}"
+            f" completions per step is not divisible by the {world_size} processes: make "
+            f"total_train_batch_size x num_generations a multiple of {world_size}"
+        )
     per_device, accumulation = resolve_batch(
-        bs.total_train_batch_size, bs.max_per_device_train_batch_size, world_size
+        bs.total_train_batch_size * per_prompt,
+        bs.max_per_device_train_batch_size,
+        world_size,
     )
     lr = scaled_learning_rate(
         base_learning_rate(config),

@@ -101,6 +101,10 @@ def fingerprint(config: ExperimentConfig) -> dict[str, Any]:
             length_handling=settings.length_handling,
             train_on_completions_only=settings.completions_only,
         )
+    elif rows_of(config.method) == "prompt":  # GRPO: the step's prompt groups and batch
+        from finetuning.train.batch import sequences_per_prompt
+
+        lengths.update(num_generations=sequences_per_prompt(config))
     else:
         lengths.update(
             max_prompt_length=settings.max_prompt_length, truncation_mode=settings.truncation_mode

@@ -29,10 +29,11 @@ from finetuning.data.tokenizer import TokenizerSetup
 from finetuning.errors import UserError
 from finetuning.model.hardware import hardware_problems
 from finetuning.tracking import Tracking, plan_tracking
-from finetuning.train import arguments
+from finetuning.train import arguments, grpo_plan
 from finetuning.train.batch import Resolved, base_learning_rate, resolve
 from finetuning.train.checkpoints import resolve_resume
 from finetuning.train.fingerprint import check_resume
+from finetuning.train.reward_loading import Reward, resolve_rewards
 from finetuning.train.summary import check_output_dir, estimated_checkpoint_bytes
 
 #: The header of ``resolved_config.yaml``; the learning rate below it is the one that trained.
@@ -63,6 +64,7 @@ class Plan:
         setup: The prepared tokenizer (template tokens, pad token); None with ``with_data=False``.
         data: The prepared training and validation data; None with ``with_data=False``.
         report: The data preflight report; None with ``with_data=False``.
+        rewards: GRPO: the reward functions, imported and checked (empty for other methods).
     """
 
     config: ExperimentConfig
@@ -78,6 +80,7 @@ class Plan:
     setup: TokenizerSetup | None = None
     data: PreparedData | None = None
     report: PreflightReport | None = None
+    rewards: tuple[Reward, ...] = ()
 
     @property
     def new_basemodel_dir(self) -> Path:
@@ -133,13 +136,15 @@ class Plan:
             f"run {tracking.run_id or 'new'} ({tracking.run_name})",
             f"encode: template {self.settings.template.value}, max length "
             f"{self.settings.max_length}"
-            + (
-                f", length_handling {self.settings.length_handling}"
-                if rows_of(config.method) == "chat"
-                else f", max_prompt_length {self.settings.max_prompt_length}, truncation_mode "
-                f"{self.settings.truncation_mode}"
-            ),
+            + {
+                "chat": f", length_handling {self.settings.length_handling}",
+                "preference": f", max_prompt_length {self.settings.max_prompt_length}, "
+                f"truncation_mode {self.settings.truncation_mode}",
+                "prompt": " (the prompt; longer prompts are left out)",
+            }[rows_of(config.method)],
         ]
+        if rows_of(config.method) == "prompt":
+            out += grpo_plan.lines(config, r, self.rewards)
         if self.setup is not None:
             out.append(f"tokenizer: {self.setup.pad_note}")
         return out
@@ -177,7 +182,14 @@ def build_plan(
     """
     config = loaded.config
     resolved = resolve(config, world_size)
+    grpo = rows_of(config.method) == "prompt"
     problems = tuple(hardware_problems(config))
+    rewards: tuple[Reward, ...] = ()
+    if grpo:  # generation arithmetic, vLLM, and the reward functions imported and checked
+        grpo_plan.generation_batch(config, resolved)
+        problems += tuple(grpo_plan.vllm_problems(config))
+        folder = grpo_plan.config_folder(loaded.path)
+        rewards = resolve_rewards(config.grpo_args.rewards, folder)
     if problems and hardware_must_fit:
         raise UserError(problems[0] + " (this machine cannot run the config as written)")
     output_dir, logging_dir = arguments.output_dirs(config)
@@ -195,6 +207,8 @@ def build_plan(
             num_workers=getattr(cli_args, "num_preprocess_workers", None),
             main_process_first=main_process_first,
         )
+        if grpo:  # the row keys the functions need, in every row
+            rewards = resolve_rewards(config.grpo_args.rewards, folder, report.data.rows)
     return Plan(
         config=config,
         notes=tuple(loaded.notes),
@@ -209,4 +223,5 @@ def build_plan(
         setup=report.setup if report else None,
         data=report.data if report else None,
         report=report,
+        rewards=rewards,
     )

@@ -1,7 +1,7 @@
 """The run report: ``loss.png`` and a self-contained ``run_report.html`` next to the checkpoints.
 
 One file that tells whether a run went well: the loss and eval-loss curves, the learning rate,
-throughput, DPO rewards when there are any, the summary, the data preflight and the resolved config.
+throughput, DPO rewards or GRPO rewards, KL and sampled completions when there are any, the summary, the data preflight and the resolved config.
 """
 
 from __future__ import annotations
@@ -35,6 +35,25 @@ DPO_PANEL = (
 )
 
 
+GRPO_PANEL = (
+    "GRPO rewards",
+    "reward / KL",
+    ["reward", "reward_std", "kl"],
+)
+GRPO_LENGTH_PANEL = ("GRPO completions", "tokens", ["completions/mean_length"])
+
+
+def _grpo_panels(history: list[dict[str, Any]]) -> list[tuple[str, str, list[str]]]:
+    """The GRPO panels: total reward, its std and KL with each function's mean; lengths."""
+    if not any("reward" in h for h in history):
+        return []
+    functions = sorted(
+        {k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")}
+    )
+    title, ylabel, keys = GRPO_PANEL
+    return [(title, ylabel, [*keys, *functions]), GRPO_LENGTH_PANEL]
+
+
 def plot(history: list[dict[str, Any]], path: Path) -> None:
     """Write the curves (loss and eval loss; learning rate; tokens/s; DPO margins) as a PNG."""
     import matplotlib.pyplot as plt
@@ -59,9 +78,13 @@ def figure(history: list[dict[str, Any]]) -> Any:
     panels = list(PANELS)
     if any("rewards/margins" in h for h in history):
         panels.append(DPO_PANEL)
-    rows, cols = (2, 2) if len(panels) == 4 else (1, len(panels))
+    panels += _grpo_panels(history)
+    cols = len(panels) if len(panels) <= 3 else 2
+    rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(10, 3.4 * rows), squeeze=False)
-    for ax, (title, ylabel, keys) in zip(axes.flat, panels, strict=True):
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)  # an odd number of panels leaves one cell of the grid empty
+    for ax, (title, ylabel, keys) in zip(axes.flat, panels, strict=False):
         for key in keys:
             steps, values = _series(history, key)
             if steps:
@@ -103,6 +126,42 @@ def _verdict(summary: RunSummary) -> str:
     change = losses[-1] - losses[0]
     trend = "fell" if change < 0 else "did not fall"
     return f"training loss {trend}: {losses[0]:.4f} → {losses[-1]:.4f}"
+
+
+def _completions_section(path: Path, per_step: int = 2, steps: int = 5) -> str:
+    """GRPO: sampled completions with their rewards at the first and the last logged steps."""
+    if not path.is_file():
+        return ""
+    import json
+
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a stopped run
+        by_step.setdefault(int(entry.get("step", 0)), []).append(entry)
+    chosen = sorted(by_step)
+    chosen = (
+        chosen
+        if len(chosen) <= steps
+        else [*chosen[: steps // 2], *chosen[-(steps - steps // 2) :]]
+    )
+    rows = []
+    for step in chosen:
+        for entry in by_step[step][:per_step]:
+            rewards = ", ".join(f"{k} {_number(v)}" for k, v in entry.get("rewards", {}).items())
+            rows.append(
+                f"<tr><td>{step}</td><td><pre>{html.escape(str(entry.get('completion', '')))}</pre>"
+                f"</td><td>{html.escape(_number(entry.get('reward')))}</td>"
+                f"<td>{html.escape(rewards)}</td></tr>"
+            )
+    return (
+        "<h2>Sampled completions</h2><p>from completions.jsonl (all of them are there)</p>"
+        "<table><tr><th>step</th><th>completion</th><th>reward</th><th>per function</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def write_report(
@@ -149,6 +208,7 @@ def write_report(
         settings += (
             f"<h3>Resolved by the engine</h3><table>{_rows(list(engine_resolved.items()))}</table>"
         )
+    samples = _completions_section(output_dir / "completions.jsonl")
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>finetuning run report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}
@@ -159,7 +219,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <p><b>{html.escape(_verdict(summary))}</b></p>
 <img alt="training curves" src="data:image/png;base64,{image}">
 <h2>Summary</h2><table>{rows}</table>
-<h2>Data</h2><pre>{html.escape(chr(10).join(preflight_lines))}</pre>
+{samples}<h2>Data</h2><pre>{html.escape(chr(10).join(preflight_lines))}</pre>
 <h2>Config</h2>{settings}
 <details><summary>Resolved config (every default filled in)</summary>
 <pre>{html.escape(buffer.getvalue())}</pre></details>

@@ -276,7 +276,8 @@ def train_and_save(ctx: RunContext, trainer: Any, callbacks: RunCallbacks) -> Ru
         mlflow_line = ""
         if callbacks.mlflow is not None:
             run_id = callbacks.mlflow.run_id
-            log_final_artifacts(run_id, [*files, out / "run_summary.json"])
+            samples = [p for p in [out / "completions.jsonl"] if p.is_file()]  # GRPO
+            log_final_artifacts(run_id, [*files, out / "run_summary.json", *samples])
             if run_id and plan.tracking is not None:
                 mlflow_line = (
                     f"\n  mlflow: run {run_id}; see it with: {open_command(plan.tracking.uri)}"

@@ -16,6 +16,9 @@ import yaml
 from finetuning.errors import UserError
 from finetuning.model import attention
 
+#: GRPO's metrics besides ``rewards/<function>/mean|std``, kept in :attr:`RunSummary.rewards`.
+GRPO_METRICS = ("reward", "reward_std", "kl", "completions/mean_length")
+
 
 @dataclass
 class RunSummary:
@@ -30,7 +33,8 @@ class RunSummary:
         eval_loss: The last evaluation loss, if any.
         final_dir: Where the final model (or adapter) and tokenizer are.
         history: The trainer's log history.
-        rewards: DPO reward metrics of the last training log (accuracy, margin, ...).
+        rewards: Reward metrics of the last training log: DPO's (accuracy, margin, ...), GRPO's
+            (mean and std per reward function, total reward and its std, KL, completion length).
         first_step_seconds: From process start to the end of the first optimizer step.
         attention: The attention kernels that ran (e.g. "per-example sdpa"); empty when none of
             ours was used and transformers' own implementation ran.
@@ -126,7 +130,7 @@ def summarize(
             for entry in history
             if "loss" in entry
             for key, value in entry.items()
-            if key.startswith("rewards/")
+            if key.startswith("rewards/") or key in GRPO_METRICS
         },
     )
 

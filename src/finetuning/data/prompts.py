@@ -1,0 +1,79 @@
+"""GRPO prompt rows: the prompt messages rendered with our template plus the generation prompt.
+
+The prompt is rendered and tokenised exactly as the DPO prompt is (``data/preference.py``): our
+template writes the text, the tokenizer's special prefix (BOS) is added only when the template
+did not write it. The ids are what the policy generates from; TRL never applies a chat template
+of its own to them. A prompt longer than ``max_length`` (``grpo_args.max_prompt_length``) is
+left out (status TOO_LONG, stored empty) and counted in the data report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from finetuning.data.encode import (
+    IGNORE,
+    OK,
+    TOO_LONG,
+    EncodeSettings,
+    TokenStore,
+    needs_special_prefix,
+    special_prefix,
+    template_refused,
+)
+from finetuning.data.templates import TemplateMismatch, UnsupportedRow, render
+from finetuning.errors import Problem, UserError
+
+
+def prompt_ids(row: dict[str, Any], tokenizer: Any, settings: EncodeSettings) -> list[int]:
+    """The token ids of a row's prompt: rendered messages, generation prompt, BOS if needed."""
+    rendered = render(
+        settings.template,
+        row["prompt_messages"],
+        tokenizer,
+        add_generation_prompt=True,
+        tools=row.get("tools"),
+    )
+    ids = tokenizer(rendered.text, add_special_tokens=False)["input_ids"]
+    prefix = special_prefix(tokenizer)
+    if prefix and needs_special_prefix(tokenizer, rendered.text):
+        ids = prefix + list(ids)
+    return list(ids)
+
+
+def encode_prompt_chunk(
+    rows: list[dict[str, Any]], tokenizer: Any, settings: EncodeSettings
+) -> TokenStore:
+    """Encode GRPO rows into a :class:`TokenStore` of prompt ids (labels unused: -100)."""
+    from jinja2 import TemplateError
+
+    seqs: list[np.ndarray] = []
+    status, full_lengths, problems = [], [], []
+    for row in rows:
+        try:
+            ids = np.asarray(prompt_ids(row, tokenizer, settings), np.int32)
+        except (TemplateMismatch, UnsupportedRow) as exc:
+            problems.append(Problem(str(exc), row.get("_where", "")))
+            continue
+        except TemplateError as exc:  # keep-original: the template itself refused the row
+            problems.append(Problem(template_refused(row, exc)))
+            continue
+        full_lengths.append(len(ids))
+        code = OK
+        if len(ids) > settings.max_length:
+            ids, code = ids[:0], TOO_LONG
+        seqs.append(ids)
+        status.append(code)
+    if problems:
+        raise UserError(problems[:20], header="prompt rows that cannot be encoded:")
+    lengths = [len(s) for s in seqs]
+    ids_all = np.concatenate(seqs).astype(np.int32) if seqs else np.zeros(0, np.int32)
+    return TokenStore(
+        ids_all,
+        np.full(len(ids_all), IGNORE, np.int32),
+        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        np.asarray(status, np.int8),
+        np.asarray(full_lengths, np.int64),
+    )
