@@ -40,6 +40,20 @@ def minimal_dpo(model: str | Path = "/m", data: str | Path = "/d.jsonl", **secti
     return config
 
 
+def minimal_grpo(model: str | Path = "/m", data: str | Path = "/d.jsonl", **sections) -> dict:
+    """A small valid GRPO config dict (exact_answer reward, 2 prompts x 2 generations a step)."""
+    config = minimal_sft(model, data)
+    config.pop("sft_args")
+    config["method"] = "grpo"
+    config["training_args"] = {
+        "learning_rate": 1e-3, "num_generations": 2, "max_completion_length": 8,
+    }  # fmt: skip
+    config["grpo_args"] = {"rewards": [{"function": "exact_answer"}]}
+    config["batchsize_conf"] = {"total_train_batch_size": 2, "max_per_device_train_batch_size": 4}
+    config.update(copy.deepcopy(sections))
+    return config
+
+
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
