@@ -36,7 +36,7 @@ def test_grpo_builtin_and_file_rewards_preempted_and_resumed(
     out = tmp_path / "out"
     config = minimal_grpo(tiny_llama, arithmetic, peft_conf=LORA)
     config["training_args"].update(
-        output_dir=str(out), max_steps=4, logging_steps=1, save_steps=10, beta=0.04
+        output_dir=str(out), max_steps=3, logging_steps=1, save_steps=10, beta=0.04
     )
     config["grpo_args"]["rewards"].append(
         {"function": "my_rewards.py:distinct_letters", "weight": 0.5, "kwargs": {"scale": 2.0}}
@@ -52,9 +52,9 @@ def test_grpo_builtin_and_file_rewards_preempted_and_resumed(
     assert f"resuming from {out / 'checkpoint-2'}" in caplog.text
 
     found = summary(out)
-    assert found["steps"] == 4
+    assert found["steps"] == 3
     steps = [h for h in found["history"] if "loss" in h]
-    assert [h["step"] for h in steps] == [1, 2, 3, 4]  # the mean reward of every step
+    assert [h["step"] for h in steps] == [1, 2, 3]  # the mean reward of every step
     for h in steps:
         assert h["rewards/exact_answer/mean"] == 0.0  # a random model does not add up
         assert 0.0 < h["rewards/distinct_letters/mean"] <= 2.0
@@ -68,7 +68,7 @@ def test_grpo_builtin_and_file_rewards_preempted_and_resumed(
 
     # Sampled completions with their rewards, every logging step, prompts from our template.
     samples = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
-    assert {s["step"] for s in samples} == {1, 2, 3, 4}
+    assert {s["step"] for s in samples} == {1, 2, 3}
     first = samples[0]
     assert first["prompt"].startswith("<s><|im_start|>user\nWhat is ")
     assert first["prompt"].endswith("<|im_start|>assistant\n")

@@ -1,5 +1,5 @@
-"""`finetuning init example && finetuning sft example/sft.yaml`, run twice; the DPO and generate
-examples; init on a changed example."""
+"""`finetuning init example && finetuning sft example/sft.yaml`, run twice; the DPO, GRPO and
+generate examples; init on a changed example."""
 
 from __future__ import annotations
 
@@ -52,6 +52,25 @@ def test_dpo_example_trains_offline_on_the_example_model(tmp_path):
     assert summary.steps >= 1
     assert (root / "checkpoints-dpo" / "checkpoint-final" / "model.safetensors").is_file()
     assert "rewards/margins" in summary.rewards
+
+
+def test_grpo_example_trains_offline_on_the_example_model(tmp_path):
+    from finetuning.config.loading import load_config_dict
+    from finetuning.tools.init import init_example
+    from finetuning.train import grpo
+
+    root = tmp_path / "example"
+    init_example(root, rows=64)
+    raw = yaml.safe_load((root / "grpo.yaml").read_text())
+    assert [r["function"] for r in raw["grpo_args"]["rewards"]] == ["exact_answer", "length"]
+    rows = (root / "data" / "arithmetic.jsonl").read_text().splitlines()
+    assert len(rows) == 128 and '"answer"' in rows[0]
+    raw["training_args"].update(max_steps=2, max_completion_length=4)  # the example runs 30
+    summary = grpo.run(load_config_dict(raw, "grpo", root / "grpo.yaml"))
+    assert summary.steps == 2
+    assert (root / "checkpoints-grpo" / "checkpoint-final" / "model.safetensors").is_file()
+    assert {"reward", "rewards/exact_answer/mean", "kl"} <= set(summary.rewards)
+    assert (root / "checkpoints-grpo" / "completions.jsonl").is_file()
 
 
 def test_init_on_a_changed_example_or_another_folder(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """`finetuning init DIR`: a runnable example with a tiny local model, data and configs.
 
-The example is an SFT config, a DPO config (both train the tiny model offline) and a generate
-config for the trained SFT model. ``DIR/.finetuning-example.json`` records a hash of every file
+The example is an SFT config, a DPO config, a GRPO config (all three train the tiny model
+offline) and a generate config for the trained SFT model. ``DIR/.finetuning-example.json`` records a hash of every file
 ``init`` wrote, so running ``init`` again recognises an unchanged example and leaves it alone,
 and refuses to overwrite one the user changed unless asked with ``--force``.
 """
@@ -14,7 +14,13 @@ import logging
 from pathlib import Path
 
 from finetuning.errors import UserError
-from finetuning.testing import build_model, synthetic_chats, synthetic_preferences, write_jsonl
+from finetuning.testing import (
+    build_model,
+    synthetic_arithmetic,
+    synthetic_chats,
+    synthetic_preferences,
+    write_jsonl,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +101,53 @@ run_conf:
   resume_from_checkpoint: auto
 """
 
+GRPO_CONFIG = """\
+# A runnable example: GRPO (online RL from rewards) of the tiny model on one-digit sums.
+# Run it with:  finetuning grpo {dir}/grpo.yaml
+# exact_answer scores 1 when the completion's last \\boxed{{...}} (else its last line) equals the
+# row's `answer`; the untrained random model almost never gets one right, so its mean stays near 0
+# here, while the small length reward varies between completions and gives the policy a gradient.
+# Sampled completions with their rewards land in checkpoints-grpo/completions.jsonl.
+method: grpo
+data_conf:
+  training_data:
+    type: CONCATENATION
+    datasets:
+    - path: {dir}/data/arithmetic.jsonl
+  validation_data:
+    type: NONE
+  chat_template_name: chat-ml
+  missing_pad_token_strategy: bos-repurpose
+training_args:
+  output_dir: {dir}/checkpoints-grpo
+  logging_dir: {dir}/logs-grpo
+  learning_rate: 1.0e-3
+  max_steps: 30
+  num_generations: 4
+  max_completion_length: 16
+  temperature: 1.0
+  beta: 0.04
+  logging_steps: 1
+  save_strategy: steps
+  save_steps: 10
+  bf16: false
+batchsize_conf:
+  total_train_batch_size: 4  # prompts per step; x num_generations = 16 completions
+  max_per_device_train_batch_size: 16
+peft_conf:
+  peft_type: NO_PEFT
+run_conf:
+  model: {dir}/model
+  resume_from_checkpoint: auto
+grpo_args:
+  rewards:
+  - function: exact_answer
+    weight: 1.0
+  - function: length
+    weight: 0.2
+    kwargs: {{target: 24, unit: chars}}
+"""
+
 GENERATE_CONFIG = """\
 # Answers from the trained SFT model for the prompts of the preference data.
 # Run it after the SFT example with:  finetuning generate {dir}/generate.yaml answers.yaml
@@ -150,6 +203,7 @@ def init_example(directory: str | Path, rows: int = 2000, force: bool = False) -
     config = directory / "sft.yaml"
     run_hint = (
         f"train it with:\n  finetuning sft {config}\n  finetuning dpo {directory / 'dpo.yaml'}"
+        f"\n  finetuning grpo {directory / 'grpo.yaml'}"
     )
     if not force and directory.exists() and any(directory.iterdir()):
         changed = _changed(directory)
@@ -184,10 +238,12 @@ def init_example(directory: str | Path, rows: int = 2000, force: bool = False) -
         write_jsonl(data / "train.jsonl", synthetic_chats(rows, seed=0)),
         write_jsonl(data / "preferences.jsonl", preferences),
         write_jsonl(data / "prompts.jsonl", prompts),
+        write_jsonl(data / "arithmetic.jsonl", synthetic_arithmetic(128, seed=2)),
     ]
     for name, text in (
         ("sft.yaml", EXAMPLE_CONFIG),
         ("dpo.yaml", DPO_CONFIG),
+        ("grpo.yaml", GRPO_CONFIG),
         ("generate.yaml", GENERATE_CONFIG),
     ):
         (directory / name).write_text(text.format(dir=directory))

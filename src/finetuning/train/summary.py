@@ -85,18 +85,31 @@ class RunSummary:
             f"  steps: {self.steps}; time: {self.seconds:.1f}s{first}",
             f"  tokens: {self.tokens} ({self.tokens_per_second:.0f} tokens/s)",
             *([f"  {'; '.join(losses)}"] if losses else []),
-            *(
-                [
-                    f"  rewards: accuracy {_fmt(self.rewards.get('rewards/accuracies'))}, "
-                    f"margin {_fmt(self.rewards.get('rewards/margins'))}"
-                ]
-                if self.rewards
-                else []
-            ),
+            *self._reward_lines(),
             *([f"  attention: {', '.join(self.attention)}"] if self.attention else []),
             f"  outputs: {self.final_dir}",
         ]
         return "\n".join(lines)
+
+    def _reward_lines(self) -> list[str]:
+        """DPO's accuracy and margin, or GRPO's mean reward (per function), its std and KL."""
+        r = self.rewards
+        if not r:
+            return []
+        if "reward" not in r:
+            return [
+                f"  rewards: accuracy {_fmt(r.get('rewards/accuracies'))}, "
+                f"margin {_fmt(r.get('rewards/margins'))}"
+            ]
+        functions = ", ".join(
+            f"{key[len('rewards/') : -len('/mean')]} {_fmt(value)}"
+            for key, value in r.items()
+            if key.startswith("rewards/") and key.endswith("/mean")
+        )
+        return [
+            f"  reward (last step): mean {_fmt(r['reward'])}, std {_fmt(r.get('reward_std'))}, "
+            f"KL {_fmt(r.get('kl'))}; per function: {functions}"
+        ]
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
