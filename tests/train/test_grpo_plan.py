@@ -41,7 +41,6 @@ def test_the_default_is_trls_eight_generations():
 @pytest.mark.parametrize(
     ("config", "world", "message"),
     [
-        (dict(num_generations=1), 1, "at least 2 completions"),
         (dict(total=3, num_generations=3), 2, "9 completions per step is not divisible by the 2"),
         (dict(generation_batch_size=8, steps_per_generation=2), 1, "not both"),
         (dict(num_generations=2, generation_batch_size=6), 1, "multiple of the completions"),
@@ -71,4 +70,32 @@ def test_reward_weights_belong_to_the_rewards():
     raw = minimal_grpo()
     raw["training_args"]["reward_weights"] = [1.0]
     with pytest.raises(UserError, match=r"grpo_args.rewards\[\].weight"):
+        load_config_dict(raw, "grpo")
+
+
+def test_vllm_generation_is_refused_where_vllm_or_cuda_is_missing():
+    import importlib.util
+
+    import torch
+
+    from finetuning.train.grpo_plan import uses_vllm, vllm_problems
+
+    raw = minimal_grpo()
+    assert vllm_problems(load_config_dict(raw, "grpo").config) == []  # not asked for
+    raw["grpo_args"]["use_vllm"] = True
+    config = load_config_dict(raw, "grpo").config
+    assert uses_vllm(config)
+    problems = vllm_problems(config)
+    expected = [importlib.util.find_spec("vllm") is None, not torch.cuda.is_available()]
+    assert len(problems) == sum(expected)
+    if expected[0]:
+        assert "the vllm package is not installed" in problems[0]
+
+
+def test_grpo_has_its_own_ranges():
+    raw = minimal_grpo()
+    raw["training_args"]["beta"] = 0.0  # TRL's default for GRPO: no reference model
+    assert load_config_dict(raw, "grpo").config.training_args["beta"] == 0.0
+    raw["training_args"]["num_generations"] = 1
+    with pytest.raises(UserError, match="num_generations: must be >= 2"):
         load_config_dict(raw, "grpo")

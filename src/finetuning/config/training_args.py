@@ -386,7 +386,7 @@ def check_training_args(training_args: dict[str, Any], method: str) -> list[Prob
                     did_you_mean(bad[0], choices),
                 )
             )
-        elif out_of_range := range_problem(key, value):
+        elif out_of_range := range_problem(key, value, method):
             problems.append(out_of_range)
     if not problems:
         problems += cross_field_problems(training_args)

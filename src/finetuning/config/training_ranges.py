@@ -100,14 +100,31 @@ RANGES: dict[str, Range] = {
 }
 
 
-def range_problem(key: str, value: Any) -> Problem | None:
-    """The problem with ``training_args.<key>: value``, or None (non-numbers are not checked)."""
+#: Method -> ranges that differ from :data:`RANGES` (or that only that method's fields have).
+METHOD_RANGES: dict[str, dict[str, Range]] = {
+    "grpo": {
+        "beta": Range(0, meaning="0 loads no reference model and adds no KL penalty"),
+        "num_generations": Range(2, meaning="a group needs at least 2 completions"),
+        "num_generations_eval": Range(1),
+        "num_iterations": _AT_LEAST_ONE,
+        "temperature": _POSITIVE,
+        "top_p": Range(0, 1, low_open=True),
+        "epsilon": _NON_NEGATIVE,
+    },
+}
+
+
+def range_problem(key: str, value: Any, method: str | None = None) -> Problem | None:
+    """The problem with ``training_args.<key>: value``, or None (non-numbers are not checked).
+
+    ``method`` picks its own ranges (:data:`METHOD_RANGES`) over the shared ones.
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     where = f"training_args.{key}"
     if isinstance(value, float) and not math.isfinite(value):
         return Problem(f"must be a finite number, got {value!r}", where)
-    spec = RANGES.get(key)
+    spec = METHOD_RANGES.get(method or "", {}).get(key, RANGES.get(key))
     if spec is not None and not spec.allows(value):
         return Problem(f"must be {spec.describe()}, got {value!r}", where)
     return None
