@@ -42,6 +42,9 @@ def test_grpo_builtin_and_file_rewards_preempted_and_resumed(
         {"function": "my_rewards.py:distinct_letters", "weight": 0.5, "kwargs": {"scale": 2.0}}
     )
     config["run_conf"]["resume_from_checkpoint"] = "auto"
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    store = tmp_path / "mlruns"
+    config["tracking"] = {"mlflow_server_uri": str(store), "experiment_name": "grpo"}
     path = write_config(tmp_path / "grpo.yaml", config)  # the file path is relative to this
 
     sigterm_at_step(monkeypatch, 2)
@@ -75,6 +78,15 @@ def test_grpo_builtin_and_file_rewards_preempted_and_resumed(
     assert set(first["rewards"]) == {"exact_answer", "distinct_letters"}
     report = (out / "run_report.html").read_text()
     assert "Sampled completions" in report and "distinct_letters" in report
+
+    # MLflow has the reward metrics of every step and the sampled completions.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("grpo").experiment_id])
+    assert {"reward", "reward_std", "kl", "rewards/distinct_letters/mean"} <= set(run.data.metrics)
+    assert len(client.get_metric_history(run.info.run_id, "reward")) == 3
+    assert "completions.jsonl" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
     # The adapter loads with PEFT on the base model and generates.
     from peft import PeftModel
