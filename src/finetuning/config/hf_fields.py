@@ -101,7 +101,8 @@ def _snapshot_of(cls: type) -> dict[str, dict[str, Any]]:
         kinds, choices = _kinds_and_choices(hints[field.name])
         if "choices" in field.metadata:
             choices = [str(c) for c in field.metadata["choices"]]
-        if field.name == "loss_type":  # TRL lists the loss types only in the help text
+        if field.name == "loss_type" and "choices" not in field.metadata:
+            # DPOConfig lists the loss types only in the help text
             choices = re.findall(r"`'(\w+)'`", field.metadata.get("help", ""))
             kinds.add("str")  # a single loss type may be given as a string
         spec: dict[str, Any] = {

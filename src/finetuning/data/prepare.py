@@ -42,6 +42,7 @@ from finetuning.data.encode import (
 from finetuning.data.preference import PreferenceStore, encode_preference_chunk
 from finetuning.data.readers import content_files
 from finetuning.data.rows import read_rows
+from finetuning.data.unpaired import UnpairedStore, encode_unpaired_chunk
 from finetuning.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class SourceInfo:
 class EncodedSplit:
     """A training or validation set: positions into a shared :class:`TokenStore`."""
 
-    store: TokenStore | PreferenceStore
+    store: TokenStore | PreferenceStore | UnpairedStore
     indices: np.ndarray
 
     def __len__(self) -> int:
@@ -283,11 +284,11 @@ def prepare_data(
 
     workers = num_workers or min(4, os.cpu_count() or 1)
     store, hit, folder = None, False, None
-    store_cls, encode = (
-        (TokenStore, encode_chunk)
-        if rows_of(method) == "chat"
-        else (PreferenceStore, encode_preference_chunk)
-    )
+    store_cls, encode = {
+        "chat": (TokenStore, encode_chunk),
+        "preference": (PreferenceStore, encode_preference_chunk),
+        "unpaired": (UnpairedStore, encode_unpaired_chunk),
+    }[rows_of(method)]
     if use_cache:
         folder = cache_root() / cache_key(paths, tokenizer, settings, method)
         store = _load(store_cls, folder) if folder.exists() else None

@@ -33,6 +33,7 @@ from finetuning.train import arguments
 from finetuning.train.batch import Resolved, base_learning_rate, resolve
 from finetuning.train.checkpoints import resolve_resume
 from finetuning.train.fingerprint import check_resume
+from finetuning.train.kto_plan import check_batch
 from finetuning.train.summary import check_output_dir, estimated_checkpoint_bytes
 
 #: The header of ``resolved_config.yaml``; the learning rate below it is the one that trained.
@@ -177,6 +178,8 @@ def build_plan(
     """
     config = loaded.config
     resolved = resolve(config, world_size)
+    if config.method == "kto":
+        check_batch(config, resolved)
     problems = tuple(hardware_problems(config))
     if problems and hardware_must_fit:
         raise UserError(problems[0] + " (this machine cannot run the config as written)")

@@ -33,6 +33,11 @@ DPO_PANEL = (
     "reward margin / accuracy",
     ["rewards/margins", "rewards/accuracies", "eval_rewards/margins"],
 )
+#: The preference methods' own curves, each shown when its first key was logged.
+METHOD_PANELS = [
+    ("KTO KL estimate", "KL", ["kl", "eval_kl"]),
+    ("ORPO log-odds", "log odds", ["log_odds_ratio", "log_odds_chosen", "eval_log_odds_ratio"]),
+]
 
 
 def plot(history: list[dict[str, Any]], path: Path) -> None:
@@ -47,8 +52,9 @@ def plot(history: list[dict[str, Any]], path: Path) -> None:
 def figure(history: list[dict[str, Any]]) -> Any:
     """The matplotlib figure of the curves, with labelled axes and whole-number step ticks.
 
-    Three panels side by side, or a 2 x 2 grid with the DPO rewards, so the image stays
-    1000 px wide at 100 dpi (the report shows it at the page width).
+    Three panels side by side, or a grid of two rows with the preference rewards and the
+    method's own curves (KTO's KL, ORPO's log-odds), so the image stays 1000 px wide at 100 dpi
+    (the report shows it at the page width).
     """
     import matplotlib
 
@@ -59,9 +65,13 @@ def figure(history: list[dict[str, Any]]) -> Any:
     panels = list(PANELS)
     if any("rewards/margins" in h for h in history):
         panels.append(DPO_PANEL)
-    rows, cols = (2, 2) if len(panels) == 4 else (1, len(panels))
+    panels += [p for p in METHOD_PANELS if any(p[2][0] in h for h in history)]
+    rows = 1 if len(panels) <= 3 else 2
+    cols = -(-len(panels) // rows)
     fig, axes = plt.subplots(rows, cols, figsize=(10, 3.4 * rows), squeeze=False)
-    for ax, (title, ylabel, keys) in zip(axes.flat, panels, strict=True):
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)  # an odd number of panels leaves one cell empty
+    for ax, (title, ylabel, keys) in zip(axes.flat, panels, strict=False):
         for key in keys:
             steps, values = _series(history, key)
             if steps:

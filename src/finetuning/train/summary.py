@@ -30,7 +30,9 @@ class RunSummary:
         eval_loss: The last evaluation loss, if any.
         final_dir: Where the final model (or adapter) and tokenizer are.
         history: The trainer's log history.
-        rewards: DPO reward metrics of the last training log (accuracy, margin, ...).
+        rewards: Preference metrics of the last training log: ``rewards/*`` (accuracy, margin,
+            ...) and the method's own (:data:`METHOD_METRICS`: KTO's ``kl``, ORPO's
+            ``log_odds_ratio``, ...).
         first_step_seconds: From process start to the end of the first optimizer step.
         attention: The attention kernels that ran (e.g. "per-example sdpa"); empty when none of
             ours was used and transformers' own implementation ran.
@@ -81,18 +83,28 @@ class RunSummary:
             f"  steps: {self.steps}; time: {self.seconds:.1f}s{first}",
             f"  tokens: {self.tokens} ({self.tokens_per_second:.0f} tokens/s)",
             *([f"  {'; '.join(losses)}"] if losses else []),
-            *(
-                [
-                    f"  rewards: accuracy {_fmt(self.rewards.get('rewards/accuracies'))}, "
-                    f"margin {_fmt(self.rewards.get('rewards/margins'))}"
-                ]
-                if self.rewards
-                else []
-            ),
+            *_method_line(self.rewards),
             *([f"  attention: {', '.join(self.attention)}"] if self.attention else []),
             f"  outputs: {self.final_dir}",
         ]
         return "\n".join(lines)
+
+
+#: Training metrics of the preference methods besides ``rewards/*`` that the summary keeps (as
+#: TRL 1.16 logs them): KTO's KL estimate, ORPO's log-odds terms, ORPO's / CPO's NLL term.
+METHOD_METRICS = ("kl", "log_odds_ratio", "log_odds_chosen", "nll_loss")
+
+
+def _method_line(rewards: dict[str, float]) -> list[str]:
+    """``rewards: accuracy ..., margin ...`` plus the method's own metrics that were logged."""
+    if not rewards:
+        return []
+    parts = [
+        f"accuracy {_fmt(rewards.get('rewards/accuracies'))}",
+        f"margin {_fmt(rewards.get('rewards/margins'))}",
+    ]
+    parts += [f"{key} {rewards[key]:.4f}" for key in METHOD_METRICS if key in rewards]
+    return [f"  rewards: {', '.join(parts)}"]
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
@@ -126,7 +138,7 @@ def summarize(
             for entry in history
             if "loss" in entry
             for key, value in entry.items()
-            if key.startswith("rewards/")
+            if key.startswith("rewards/") or key in METHOD_METRICS
         },
     )
 
