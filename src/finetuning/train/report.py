@@ -1,7 +1,8 @@
 """The run report: ``loss.png`` and a self-contained ``run_report.html`` next to the checkpoints.
 
 One file that tells whether a run went well: the loss and eval-loss curves, the learning rate,
-throughput, DPO rewards when there are any, the summary, the data preflight and the resolved config.
+throughput, the preference rewards and the method's own curves (KTO's KL, ORPO's log-odds) when
+there are any, the summary, the data preflight and the resolved config.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ PANELS = [
     ("throughput", "tokens/s", ["tokens_per_second"]),
 ]
 DPO_PANEL = (
-    "DPO rewards",
+    "preference rewards",
     "reward margin / accuracy",
     ["rewards/margins", "rewards/accuracies", "eval_rewards/margins"],
 )
