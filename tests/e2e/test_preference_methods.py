@@ -3,7 +3,7 @@
 One test per method: train with LoRA, stop by SIGTERM after step 2, resume to step 4, check
 the method's own metrics in the summary and report, that one model was loaded (no reference
 copy for ORPO / SimPO; for KTO with an adapter, TRL's reference is the adapter's start), and
-that the saved adapter loads in plain transformers + PEFT.
+that the saved adapter loads in plain transformers + PEFT; MLflow (a file store) has the metrics.
 """
 
 from __future__ import annotations
@@ -85,6 +85,14 @@ def _count_models(monkeypatch, model_class):
     return loads, live
 
 
+def _mlflow_metrics(store, experiment):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.as_uri())
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return {key for run in runs for key in run.data.metrics}
+
+
 @pytest.mark.parametrize("method", ["kto", "orpo", "simpo"])
 def test_method_trains_resumes_after_sigterm_and_loads_in_peft(
     method, tmp_path, tiny_llama, preference_data, feedback_data, monkeypatch, caplog
@@ -97,12 +105,17 @@ def test_method_trains_resumes_after_sigterm_and_loads_in_peft(
     out = tmp_path / "out"
     # KTO reads its own rows and preference rows (unpaired) in one run.
     paths = [feedback_data, preference_data] if method == "kto" else [preference_data]
-    path = write_config(tmp_path / f"{method}.yaml", _config(method, tiny_llama, paths, out))
+    config = _config(method, tiny_llama, paths, out)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    store = tmp_path / "mlruns"
+    config["tracking"] = {"mlflow_server_uri": str(store), "experiment_name": method}
+    path = write_config(tmp_path / f"{method}.yaml", config)
     loads, live = _count_models(monkeypatch, LlamaForCausalLM)
     sigterm_at_step(monkeypatch, 2)
     assert main([method, str(path)]) == EXIT_PREEMPTED
     assert (out / "checkpoint-2").is_dir()
     monkeypatch.undo()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     loads_resumed, live_resumed = _count_models(monkeypatch, LlamaForCausalLM)
     assert main([method, str(path)]) == 0
     assert f"resuming from {out / 'checkpoint-2'}" in caplog.text
@@ -112,9 +125,11 @@ def test_method_trains_resumes_after_sigterm_and_loads_in_peft(
 
     result = summary(out)
     assert result["steps"] == 4
+    mlflow_metrics = _mlflow_metrics(store, method)
     for metric in OWN_METRICS[method]:
         assert metric in result["rewards"], (metric, result["rewards"])
         assert metric in (out / "run_report.html").read_text()
+        assert metric in mlflow_metrics, (metric, sorted(mlflow_metrics))
     losses = [h["loss"] for h in result["history"] if "loss" in h]
     assert len(losses) == 4 and all(v == v for v in losses), losses
     print(f"{method}: loss {losses[0]:.4f} -> {losses[-1]:.4f}")  # for the closing note
