@@ -1,7 +1,8 @@
-"""A snapshot of the ``TrainingArguments`` / ``DPOConfig`` fields, so validation needs no torch.
+"""A snapshot of each method's library config fields, so validation needs no torch.
 
-``hf_fields.json`` beside this module records, for every init field of transformers'
-``TrainingArguments`` (SFT) and TRL's ``DPOConfig`` (DPO): the JSON kinds its value may take,
+``hf_fields.json`` beside this module records, for every init field of each method's library
+config (``config/methods.py``: transformers' ``TrainingArguments`` for SFT, TRL's ``DPOConfig``,
+``KTOConfig``, ``ORPOConfig``, ``CPOConfig``): the JSON kinds its value may take,
 its default, and its allowed values where the library defines them. A test rebuilds the snapshot
 from the installed libraries and fails when they drift; regenerate it with
 ``python -m finetuning.config.hf_fields``.
