@@ -205,3 +205,37 @@ def test_preflight_counts_desirable_and_undesirable_examples(tmp_path, tiny_llam
     assert "preference rows unpaired into one desirable and one undesirable example: 1" in text
     assert "WARNING: the kto weights do not balance 4 desirable against 1 undesirable" in text
     assert np.asarray(plan.data.train.store.label).sum() == 4
+
+
+def test_kto_dataset_is_shuffled_once_and_gets_trls_kl_completions():
+    from types import SimpleNamespace
+
+    from finetuning.data.preference import _store
+    from finetuning.data.prepare import EncodedSplit
+    from finetuning.data.unpaired import UnpairedStore
+    from finetuning.train.kto import kto_dataset, pretokenized_trainer_class
+
+    completions = [np.asarray([10 + i], np.int64) for i in range(6)]
+    store = UnpairedStore(
+        _store([np.asarray([1], np.int64)] * 6, labelled=False),
+        _store(completions, labelled=True),
+        np.asarray([True] * 3 + [False] * 3),
+        np.zeros(6, np.int8),
+        np.full(6, 2),
+    )
+    split = EncodedSplit(store, np.arange(5))  # the sixth example is held out
+    in_order = kto_dataset(split, None)
+    assert in_order["completion_ids"] == [[10], [11], [12], [13], [14]]
+    shuffled = kto_dataset(split, 3)
+    assert shuffled["completion_ids"] == kto_dataset(split, 3)["completion_ids"]  # same each run
+    assert shuffled["completion_ids"] != in_order["completion_ids"]
+    assert sorted(shuffled["completion_ids"]) == in_order["completion_ids"]
+    # The override keeps TRL's KL construction: completions rotated by one per micro-batch.
+    trainer = SimpleNamespace(calculate_KL=True)
+    args = SimpleNamespace(per_device_train_batch_size=2)
+    prepared = pretokenized_trainer_class()._prepare_dataset(trainer, in_order, None, args, "train")
+    assert prepared["KL_completion_ids"] == [[11], [10], [13], [12], [14]]
+    assert prepared["label"] == [True, True, True, False, False]
+    trainer.calculate_KL = False  # apo_zero_unpaired: no KL term, the rows as they are
+    unchanged = pretokenized_trainer_class()._prepare_dataset(trainer, in_order, None, args, "x")
+    assert "KL_completion_ids" not in unchanged.column_names
