@@ -97,4 +97,4 @@ def test_summary_line_names_the_methods_own_metrics():
         steps=1, seconds=1.0, tokens=1, tokens_per_second=1.0, train_loss=0.5, eval_loss=None,
         final_dir=Path("/out"), rewards={"rewards/margins": 0.25, "kl": 1.5},
     )  # fmt: skip
-    assert "rewards: accuracy n/a, margin 0.2500, kl 1.5000" in summary.format()
+    assert "rewards: margin 0.2500, kl 1.5000" in summary.format()  # KTO: no accuracy

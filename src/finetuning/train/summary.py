@@ -100,15 +100,12 @@ def _method_line(rewards: dict[str, float]) -> list[str]:
     if not rewards:
         return []
     parts = [
-        f"accuracy {_fmt(rewards.get('rewards/accuracies'))}",
-        f"margin {_fmt(rewards.get('rewards/margins'))}",
+        f"{name} {rewards[key]:.4f}"
+        for name, key in (("accuracy", "rewards/accuracies"), ("margin", "rewards/margins"))
+        if key in rewards  # KTO logs no accuracy: its examples are unpaired
     ]
     parts += [f"{key} {rewards[key]:.4f}" for key in METHOD_METRICS if key in rewards]
     return [f"  rewards: {', '.join(parts)}"]
-
-
-def _fmt(value: float | None, spec: str = ".4f") -> str:
-    return "n/a" if value is None else format(value, spec)
 
 
 def summarize(
