@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         "init",
         help="write a runnable example (tiny local model, data, config)",
         description="Write a runnable example into DIR: a tiny model and tokenizer built "
-        "locally, small chat and preference datasets, DIR/sft.yaml, DIR/dpo.yaml and "
-        "DIR/generate.yaml. Run again, it leaves an unchanged example alone.",
+        "locally, small chat, preference and feedback datasets, DIR/sft.yaml, DIR/dpo.yaml, "
+        "DIR/kto.yaml, DIR/orpo.yaml, DIR/simpo.yaml and DIR/generate.yaml. Run again, it leaves an unchanged example alone.",
     )
     p.add_argument("dir", help="the folder to create")
     p.add_argument(

@@ -74,6 +74,8 @@ HARMLESS_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (FutureWarning, r".*'keep_end'.* truncation mode is deprecated"),
     # Called by PEFT / TRL on today's transformers; nothing a user can change.
     (FutureWarning, r".*`is_gradient_checkpointing` is deprecated"),
+    # ORPO and SimPO run TRL's experimental trainers; docs/preference-methods.md says so.
+    (Warning, r"You are importing from 'trl\.experimental'"),
 )
 
 

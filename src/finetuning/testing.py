@@ -444,6 +444,27 @@ def synthetic_arithmetic(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
+def synthetic_feedback(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Unpaired feedback rows (KTO): the correct answer desirable, a wrong one undesirable.
+
+    About two thirds of the rows are desirable, so the desirable/undesirable balance is uneven
+    as real thumbs-up/thumbs-down data is.
+    """
+    rng = random.Random(seed + 7)
+    rows = []
+    for row in synthetic_preferences(n, seed):
+        desirable = rng.random() < 2 / 3
+        key = "chosen_messages" if desirable else "rejected_messages"
+        rows.append(
+            {
+                "prompt_messages": row["prompt_messages"],
+                "completion_messages": row[key],
+                "label": desirable,
+            }
+        )
+    return rows
+
+
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     """Write rows as JSONL and return the path."""
     path = Path(path)

@@ -73,11 +73,9 @@ def _errors(method, config):
     return [(list(e.absolute_path), e.message) for e in _validator(method).iter_errors(config)]
 
 
-@pytest.mark.parametrize("method", ["sft", "dpo", "grpo"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_schema_validator_rejects_a_misspelt_training_arg(method):
-    from tests.helpers import minimal_dpo, minimal_grpo, minimal_sft
-
-    config = {"sft": minimal_sft, "dpo": minimal_dpo, "grpo": minimal_grpo}[method]()
+    config = _minimal(method)
     assert _errors(method, config) == []
     config["training_args"]["learnig_rate"] = 1e-3
     errors = _errors(method, config)
@@ -99,9 +97,25 @@ def test_schema_training_args_have_types_defaults_choices_and_legacy_names():
 
 
 def _minimal(method):
-    from tests.helpers import minimal_dpo, minimal_sft
+    from tests.helpers import minimal_dpo, minimal_grpo, minimal_sft
 
-    return (minimal_sft if method == "sft" else minimal_dpo)()
+    if method == "sft":
+        return minimal_sft()
+    if method == "grpo":
+        return minimal_grpo()
+    return {**minimal_dpo(), "method": method}  # the preference methods share DPO's sections
+
+
+def test_schema_of_the_preference_methods_has_their_defaults_and_choices():
+    kto = json_schema("kto")["properties"]["training_args"]["properties"]
+    assert kto["desirable_weight"] == {"type": "number", "default": 1.0}
+    assert set(kto["loss_type"]["enum"]) == {"kto", "apo_zero_unpaired"}
+    assert kto["max_prompt_length"]["default"] == 512  # the engine's, not in KTOConfig
+    simpo = json_schema("simpo")["properties"]["training_args"]["properties"]
+    assert simpo["loss_type"]["default"] == "simpo" and simpo["cpo_alpha"]["default"] == 0.0
+    assert "simpo_gamma" in simpo and "rpo_alpha" not in simpo  # DPO-only legacy names
+    assert "log_odds" not in json.dumps(json_schema("orpo"))  # no invented fields
+    assert json_schema("orpo")["properties"]["method"]["const"] == "orpo"
 
 
 def test_reference_configs_and_init_examples_validate_against_the_schema(tmp_path, monkeypatch):

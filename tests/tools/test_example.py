@@ -95,3 +95,23 @@ def test_init_on_a_changed_example_or_another_folder(tmp_path, capsys):
     (other / "notes.txt").write_text("x")
     with pytest.raises(UserError, match="add --force"):
         init_example(other)
+
+
+def test_preference_method_examples_train_offline_on_the_example_model(tmp_path):
+    import json
+
+    from finetuning.cli import main
+    from finetuning.tools.init import PREFERENCE_CONFIGS, init_example
+
+    root = tmp_path / "example"
+    init_example(root, rows=64)  # 16 rows each: one optimizer step per example
+    assert sorted(PREFERENCE_CONFIGS) == ["kto.yaml", "orpo.yaml", "simpo.yaml"]
+    for name in PREFERENCE_CONFIGS:
+        method = name.removesuffix(".yaml")
+        assert main([method, str(root / name)]) == 0, name
+        out = root / f"checkpoints-{method}"
+        assert (out / "checkpoint-final" / "model.safetensors").is_file()
+        summary = json.loads((out / "run_summary.json").read_text())
+        assert summary["steps"] >= 1 and summary["eval_loss"] is not None, name
+    preflight = (root / "checkpoints-kto" / "data_preflight.txt").read_text()
+    assert "kto examples:" in preflight and "desirable_weight 0.6" in preflight

@@ -66,3 +66,35 @@ def test_report_rounds_omits_absent_values_and_separates_user_settings(tmp_path)
     # Every default stays available, collapsed.
     assert "<details><summary>Resolved config" in rest and "adam_beta1: 0.9" in rest
     assert "max-width:100%" in page
+
+
+def test_preference_methods_get_their_own_panels():
+    import matplotlib.pyplot as plt
+
+    history = [
+        {"step": s, "loss": 0.5 - s / 100, "learning_rate": 1e-3, "tokens_per_second": 100.0,
+         "rewards/margins": s / 10, "kl": s / 5, "log_odds_ratio": -0.6 + s / 50}
+        for s in (1, 2, 3)
+    ]  # fmt: skip
+    fig = figure(history)
+    try:
+        titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+        assert titles[3:] == ["preference rewards", "KTO KL estimate", "ORPO log-odds"]
+        assert fig.get_size_inches()[0] * 100 <= 1000
+    finally:
+        plt.close(fig)
+    without = figure([{k: v for k, v in h.items() if k != "kl"} for h in history])
+    try:
+        assert "KTO KL estimate" not in [ax.get_title() for ax in without.axes]
+    finally:
+        plt.close(without)
+
+
+def test_summary_line_names_the_methods_own_metrics():
+    from finetuning.train.summary import RunSummary
+
+    summary = RunSummary(
+        steps=1, seconds=1.0, tokens=1, tokens_per_second=1.0, train_loss=0.5, eval_loss=None,
+        final_dir=Path("/out"), rewards={"rewards/margins": 0.25, "kl": 1.5},
+    )  # fmt: skip
+    assert "rewards: margin 0.2500, kl 1.5000" in summary.format()  # KTO: no accuracy

@@ -1,4 +1,4 @@
-"""The top-level experiment configs, one per method (SFT, DPO, GRPO, ...)."""
+"""The top-level experiment configs, one per training method (``config/methods.py``)."""
 
 from __future__ import annotations
 
@@ -40,9 +40,10 @@ class _ExperimentBase(StrictModel):
     data_conf: ChatTrainValidConfig
     """The data input config."""
     training_args: dict[str, Any]
-    """Hugging Face TrainingArguments (SFT) or TRL DPOConfig (DPO) fields, with restrictions:
-    the batch fields belong to batchsize_conf; fields of older releases are mapped (see the
-    training_args section of this reference)."""
+    """The fields of the method's library config (TrainingArguments for SFT, TRL's DPOConfig,
+    KTOConfig, ORPOConfig or CPOConfig), with restrictions: the batch fields belong to
+    batchsize_conf; fields of older releases are mapped (see the training_args section of this
+    reference)."""
     batchsize_conf: BatchsizeConfig
     """Batch size configuration."""
     peft_conf: PeftConfig
@@ -111,6 +112,88 @@ class DPOExperimentConfig(_ExperimentBase):
         return _training_args(value, "dpo")
 
 
+class _ReferenceFreeOrUnpairedBase(_ExperimentBase):
+    """What KTO, ORPO and SimPO configs share: no ``sft_args``; TRL's fields in training_args.
+
+    ``training_args.max_prompt_length`` and ``truncation_mode`` are the engine's (as for DPO):
+    TRL 1.16's configs for these trainers have no prompt limit of their own.
+    """
+
+    sft_args: None = Field(default=None)
+    """Must be absent or null (sft_args only applies to sft)."""
+
+    @classmethod
+    def _checked(cls, value: Any, method: str) -> dict[str, Any]:
+        args = _training_args(value, method)
+        mode = args.get("truncation_mode")
+        if mode not in TRUNCATION_MODES:
+            raise TrainingArgsError(
+                [
+                    Problem(
+                        f"{mode!r} is not allowed (allowed: {', '.join(TRUNCATION_MODES)})",
+                        "training_args.truncation_mode",
+                    )
+                ]
+            )
+        return args
+
+
+#: How a too-long prompt is cut: keep its end (the turns nearest the answer) or its start.
+TRUNCATION_MODES = ("keep_end", "keep_start")
+
+
+class KTOExperimentConfig(_ReferenceFreeOrUnpairedBase):
+    """The finetuning config for KTO from unpaired feedback (``finetuning kto``).
+
+    ``training_args`` are TRL's ``KTOConfig`` fields (``beta``, ``desirable_weight``,
+    ``undesirable_weight``, ``loss_type``, ``max_length`` 1024, ...) plus the engine's
+    ``max_prompt_length`` (512) and ``truncation_mode`` (keep_end).
+    """
+
+    method: Literal["kto"] = "kto"
+    """The training method; defaults to the subcommand."""
+
+    @field_validator("training_args", mode="before")
+    @classmethod
+    def _check_training_args(cls, value: Any) -> dict[str, Any]:
+        return cls._checked(value, "kto")
+
+
+class ORPOExperimentConfig(_ReferenceFreeOrUnpairedBase):
+    """The finetuning config for ORPO (``finetuning orpo``): no reference model.
+
+    ``training_args`` are the fields of TRL's ``ORPOConfig`` (``trl.experimental.orpo`` in TRL
+    1.16: ``beta``, ``max_length`` 1024, ...) plus the engine's ``max_prompt_length`` (512) and
+    ``truncation_mode`` (keep_end).
+    """
+
+    method: Literal["orpo"] = "orpo"
+    """The training method; defaults to the subcommand."""
+
+    @field_validator("training_args", mode="before")
+    @classmethod
+    def _check_training_args(cls, value: Any) -> dict[str, Any]:
+        return cls._checked(value, "orpo")
+
+
+class SimPOExperimentConfig(_ReferenceFreeOrUnpairedBase):
+    """The finetuning config for SimPO (``finetuning simpo``): no reference model.
+
+    SimPO is TRL's CPO trainer (``trl.experimental.cpo`` in TRL 1.16) with ``loss_type: simpo``
+    and ``cpo_alpha: 0`` (no behaviour-cloning term), the engine's defaults for this method;
+    ``training_args`` are the fields of TRL's ``CPOConfig`` (``beta``, ``simpo_gamma``, ...) plus
+    the engine's ``max_prompt_length`` (512) and ``truncation_mode`` (keep_end).
+    """
+
+    method: Literal["simpo"] = "simpo"
+    """The training method; defaults to the subcommand."""
+
+    @field_validator("training_args", mode="before")
+    @classmethod
+    def _check_training_args(cls, value: Any) -> dict[str, Any]:
+        return cls._checked(value, "simpo")
+
+
 class GRPOExperimentConfig(_ExperimentBase):
     """The finetuning config for GRPO, online RL from reward functions (``finetuning grpo``).
 
@@ -139,10 +222,20 @@ class GRPOExperimentConfig(_ExperimentBase):
         return args
 
 
-ExperimentConfig = SFTExperimentConfig | DPOExperimentConfig | GRPOExperimentConfig
+ExperimentConfig = (
+    SFTExperimentConfig
+    | DPOExperimentConfig
+    | KTOExperimentConfig
+    | ORPOExperimentConfig
+    | SimPOExperimentConfig
+    | GRPOExperimentConfig
+)
 
 CONFIG_CLASSES: dict[str, type[_ExperimentBase]] = {
     "sft": SFTExperimentConfig,
     "dpo": DPOExperimentConfig,
     "grpo": GRPOExperimentConfig,
+    "kto": KTOExperimentConfig,
+    "orpo": ORPOExperimentConfig,
+    "simpo": SimPOExperimentConfig,
 }

@@ -1,7 +1,8 @@
-"""A snapshot of the ``TrainingArguments`` / ``DPOConfig`` fields, so validation needs no torch.
+"""A snapshot of each method's library config fields, so validation needs no torch.
 
-``hf_fields.json`` beside this module records, for every init field of transformers'
-``TrainingArguments`` (SFT) and TRL's ``DPOConfig`` (DPO): the JSON kinds its value may take,
+``hf_fields.json`` beside this module records, for every init field of each method's library
+config (``config/methods.py``: transformers' ``TrainingArguments`` for SFT, TRL's ``DPOConfig``,
+``KTOConfig``, ``ORPOConfig``, ``CPOConfig``): the JSON kinds its value may take,
 its default, and its allowed values where the library defines them. A test rebuilds the snapshot
 from the installed libraries and fails when they drift; regenerate it with
 ``python -m finetuning.config.hf_fields``.
@@ -101,7 +102,8 @@ def _snapshot_of(cls: type) -> dict[str, dict[str, Any]]:
         kinds, choices = _kinds_and_choices(hints[field.name])
         if "choices" in field.metadata:
             choices = [str(c) for c in field.metadata["choices"]]
-        if field.name == "loss_type":  # TRL lists the loss types only in the help text
+        if field.name == "loss_type" and "choices" not in field.metadata:
+            # DPOConfig lists the loss types only in the help text
             choices = re.findall(r"`'(\w+)'`", field.metadata.get("help", ""))
             kinds.add("str")  # a single loss type may be given as a string
         spec: dict[str, Any] = {

@@ -18,8 +18,9 @@ class Method:
         name: The subcommand and the config's ``method`` value.
         title: What it does, in words (the subcommand's help).
         rows: The shape of its data rows: "chat" (``messages``), "preference"
-            (``prompt_messages``/``chosen_messages``/``rejected_messages``), "prompt"
-            (``prompt_messages`` plus any keys the reward functions read).
+            (``prompt_messages``/``chosen_messages``/``rejected_messages``), "unpaired"
+            (``prompt_messages``/``completion_messages``/``label``; preference rows are unpaired),
+            "prompt" (``prompt_messages`` plus any keys the reward functions read).
         data_type: The ``data_type`` the method sets on every data input.
         library_config: ``module:Class`` of the library config that ``training_args`` fills.
         recipe: The module whose ``run(loaded, cli_args)`` trains with this method.
@@ -51,6 +52,30 @@ METHODS: dict[str, Method] = {
             "DirectPreference",
             "trl:DPOConfig",
             "finetuning.train.dpo",
+        ),
+        Method(
+            "kto",
+            "Kahneman-Tversky optimisation from unpaired desirable/undesirable feedback",
+            "unpaired",
+            "UnpairedPreference",
+            "trl:KTOConfig",
+            "finetuning.train.kto",
+        ),
+        Method(
+            "orpo",
+            "odds ratio preference optimisation (no reference model)",
+            "preference",
+            "DirectPreference",
+            "trl.experimental.orpo:ORPOConfig",
+            "finetuning.train.orpo",
+        ),
+        Method(
+            "simpo",
+            "simple preference optimisation (TRL's CPO trainer, loss_type simpo; no reference model)",
+            "preference",
+            "DirectPreference",
+            "trl.experimental.cpo:CPOConfig",
+            "finetuning.train.simpo",
         ),
         Method(
             "grpo",

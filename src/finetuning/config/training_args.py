@@ -33,7 +33,23 @@ ENGINE_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
         "max_completion_length": ("int", "null"),
     },
     "grpo": {"logging_dir": ("str", "null")},
+    # KTO, ORPO and SimPO: TRL 1.16's configs have no prompt limit and would truncate only in
+    # their own tokenisation, which the engine replaces; the engine cuts prompts as for DPO.
+    **{
+        method: {
+            "logging_dir": ("str", "null"),
+            "max_prompt_length": ("int", "null"),
+            "truncation_mode": ("str",),
+        }
+        for method in ("kto", "orpo", "simpo")
+    },
 }
+
+#: Defaults every method built on a TRL config shares with DPO (TRL 1.x defaults bf16 and
+#: activation checkpointing on, which slows a CPU run and differs from the SFT recipe).
+_TRL_COMMON = {"bf16": False, "activation_checkpointing": False}
+#: The engine's prompt limit for the preference methods without a reference in TRL's config.
+_PROMPT = {"max_prompt_length": 512, "truncation_mode": "keep_end"}
 
 #: Defaults of the established engine that differ from today's library defaults.
 ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -45,10 +61,12 @@ ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
         "bf16": False,  # TRL 1.x defaults to True, TRL 0.13 to False
         "activation_checkpointing": False,  # TRL 1.x defaults to True, TRL 0.13 to False
     },
-    "grpo": {
-        "bf16": False,  # as for DPO: TRL 1.x defaults to True, which is slow on CPUs
-        "activation_checkpointing": False,  # as for DPO
-    },
+    "kto": {**_PROMPT, **_TRL_COMMON},
+    "orpo": {**_PROMPT, **_TRL_COMMON},
+    # SimPO is CPO's simpo loss without CPO's behaviour-cloning term (the SimPO paper; TRL's
+    # CPO docs: "loss_type='simpo' and cpo_alpha=0").
+    "simpo": {"loss_type": "simpo", "cpo_alpha": 0.0, **_PROMPT, **_TRL_COMMON},
+    "grpo": dict(_TRL_COMMON),
 }
 
 _KIND_NAMES = {

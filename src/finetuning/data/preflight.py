@@ -18,6 +18,7 @@ from finetuning.data.preference import PreferenceStore
 from finetuning.data.prepare import EncodedSplit, PreparedData, prepare_data
 from finetuning.data.templates import end_marker
 from finetuning.data.tokenizer import TokenizerSetup, load_tokenizer, setup_tokenizer
+from finetuning.data.unpaired import FROM_PAIR, balance_lines, desirable_counts
 
 
 def encode_settings(config: ExperimentConfig) -> EncodeSettings:
@@ -36,12 +37,14 @@ def encode_settings(config: ExperimentConfig) -> EncodeSettings:
     if rows_of(config.method) == "prompt":  # GRPO: the prompt is all there is to encode
         limit = config.grpo_args.max_prompt_length
         return EncodeSettings(template, max_length=limit, max_prompt_length=limit)
-    args = config.training_args
+    args, method = config.training_args, config.method
     return EncodeSettings(
         template,
-        max_length=int(args.get("max_length") or training_arg_default("dpo", "max_length")),
+        max_length=int(args.get("max_length") or training_arg_default(method, "max_length")),
         max_prompt_length=args.get("max_prompt_length"),
-        truncation_mode=args.get("truncation_mode", training_arg_default("dpo", "truncation_mode")),
+        truncation_mode=args.get(
+            "truncation_mode", training_arg_default(method, "truncation_mode")
+        ),
     )
 
 
@@ -130,6 +133,24 @@ def _agent_lines(config: ExperimentConfig, data: PreparedData, report: Preflight
         )
 
 
+def _kto_lines(config: ExperimentConfig, data: PreparedData, report: PreflightReport) -> None:
+    """Desirable/undesirable counts, the weights and the range TRL recommends for them."""
+    unpaired_rows = sum(1 for r in data.rows if r.get(FROM_PAIR))
+    if unpaired_rows:
+        report.lines.append(
+            f"preference rows unpaired into one desirable and one undesirable example: "
+            f"{unpaired_rows // 2}"
+        )
+    args = config.training_args
+    weights = [
+        float(args.get(name, training_arg_default(config.method, name)))
+        for name in ("desirable_weight", "undesirable_weight")
+    ]
+    lines, warnings = balance_lines(*desirable_counts(data.train), *weights)
+    report.lines += lines
+    report.warnings += warnings
+
+
 def evaluation_warnings(config: ExperimentConfig, data: PreparedData) -> list[str]:
     """Evaluation that was asked for but cannot run, or validation data that is never used."""
     strategy = config.training_args.get("eval_strategy", "no")
@@ -206,6 +227,8 @@ def build_report(
         )
     valid = len(data.valid) if data.valid is not None else 0
     lines.append(f"training rows: {len(data.train)}; validation rows: {valid}")
+    if rows_of(config.method) == "unpaired":
+        _kto_lines(config, data, report)
     warnings += evaluation_warnings(config, data)
     lengths = data.train.lengths()
     lines.append(_lengths_line(lengths))
@@ -227,6 +250,11 @@ def build_report(
     if rows_of(config.method) == "chat":
         lines.append(
             f"tokens: {int(lengths.sum())} in training rows; {share:.1%} of them are trained on"
+        )
+    elif rows_of(config.method) == "unpaired":
+        lines.append(
+            f"tokens: {int(lengths.sum())} in prompts + completions; the completions are "
+            f"{share:.1%} of them"
         )
     else:
         lines.append(

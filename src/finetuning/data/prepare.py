@@ -43,6 +43,7 @@ from finetuning.data.preference import PreferenceStore, encode_preference_chunk
 from finetuning.data.prompts import encode_prompt_chunk
 from finetuning.data.readers import content_files
 from finetuning.data.rows import read_rows
+from finetuning.data.unpaired import UnpairedStore, encode_unpaired_chunk
 from finetuning.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class SourceInfo:
 class EncodedSplit:
     """A training or validation set: positions into a shared :class:`TokenStore`."""
 
-    store: TokenStore | PreferenceStore
+    store: TokenStore | PreferenceStore | UnpairedStore
     indices: np.ndarray
 
     def __len__(self) -> int:
@@ -288,6 +289,7 @@ def prepare_data(
         "chat": (TokenStore, encode_chunk),
         "preference": (PreferenceStore, encode_preference_chunk),
         "prompt": (TokenStore, encode_prompt_chunk),
+        "unpaired": (UnpairedStore, encode_unpaired_chunk),
     }[rows_of(method)]
     if use_cache:
         folder = cache_root() / cache_key(paths, tokenizer, settings, method)

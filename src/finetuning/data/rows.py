@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from finetuning.config.methods import METHODS, rows_of
-from finetuning.data import readers
+from finetuning.data import readers, unpaired
 from finetuning.data.messages import check_messages, check_tools, unknown_calls
 from finetuning.errors import Problem, UserError
 
@@ -23,6 +23,7 @@ ROW_KEYS: dict[str, tuple[str, ...]] = {
     "chat": SFT_KEYS,
     "preference": DPO_KEYS,
     "prompt": PROMPT_KEYS,
+    "unpaired": unpaired.KEYS,  # KTO; preference rows are accepted and unpaired
 }
 
 
@@ -66,13 +67,17 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
             problems.append(Problem(message, where))
         else:
             record["_where"] = where  # names the row in later errors
-            if record.get("tools"):
-                # Counted by the preflight: a call to an unlisted function is likely a data bug.
-                keys = ROW_KEYS[rows_of(method)]
-                warnings = [w for k in keys for w in unknown_calls(record[k], k, record["tools"])]
-                if warnings:
-                    record["_warnings"] = warnings
-            rows.append(record)
+            found = [record]
+            if rows_of(method) == "unpaired" and unpaired.is_paired(record):
+                found = unpaired.unpair(record)  # one desirable, one undesirable example
+            for row in found:
+                if row.get("tools"):
+                    # Counted by the preflight: a call to an unlisted function is likely a data bug.
+                    keys = [k for k in ROW_KEYS[rows_of(method)] if k != "label"]
+                    warnings = [w for k in keys for w in unknown_calls(row[k], k, row["tools"])]
+                    if warnings:
+                        row["_warnings"] = warnings
+                rows.append(row)
         if len(problems) >= MAX_REPORTED:
             break
     if problems:
@@ -183,11 +188,21 @@ def split_lines(text: str) -> list[str]:
     return lines
 
 
+def _check_tools(record: dict[str, Any]) -> str:
+    if record.get("tools") is not None:
+        return check_tools(record["tools"])
+    return ""
+
+
 def _check_row(record: Any, method: str) -> str:
     """An empty string for a good row, else what is wrong with it."""
     if not isinstance(record, dict):
         return f"a row must be a JSON object, got {type(record).__name__}"
     shape = rows_of(method)
+    if shape == "unpaired":
+        if not unpaired.is_paired(record):
+            return unpaired.check_row(record) or _check_tools(record)
+        shape = "preference"  # checked as one, then unpaired
     keys = ROW_KEYS[shape]
     missing = [k for k in keys if k not in record]
     if missing:
@@ -206,7 +221,7 @@ def _check_row(record: Any, method: str) -> str:
         message = check_messages(record[key], key, allow_empty=allow_empty)
         if message:
             return message
-    if record.get("tools") is not None and (message := check_tools(record["tools"])):
+    if message := _check_tools(record):
         return message
     if shape == "chat" and not any(m["role"] == "assistant" for m in record["messages"]):
         return "the conversation has no assistant turn, so nothing would be trained"

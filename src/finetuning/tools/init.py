@@ -1,7 +1,7 @@
 """`finetuning init DIR`: a runnable example with a tiny local model, data and configs.
 
-The example is an SFT config, a DPO config, a GRPO config (all three train the tiny model
-offline) and a generate config for the trained SFT model. ``DIR/.finetuning-example.json`` records a hash of every file
+The example is an SFT config, a DPO config, KTO, ORPO, SimPO and GRPO configs (all train the
+tiny model offline) and a generate config for the trained SFT model. ``DIR/.finetuning-example.json`` records a hash of every file
 ``init`` wrote, so running ``init`` again recognises an unchanged example and leaves it alone,
 and refuses to overwrite one the user changed unless asked with ``--force``.
 """
@@ -18,6 +18,7 @@ from finetuning.testing import (
     build_model,
     synthetic_arithmetic,
     synthetic_chats,
+    synthetic_feedback,
     synthetic_preferences,
     write_jsonl,
 )
@@ -100,6 +101,74 @@ run_conf:
   model: {dir}/model
   resume_from_checkpoint: auto
 """
+
+#: The preference methods' examples: (file, method, data file, what, extra training_args).
+_PREFERENCE_EXAMPLES = (
+    (
+        "kto.yaml",
+        "kto",
+        "feedback.jsonl",
+        "KTO from unpaired thumbs-up/thumbs-down feedback (about 2 desirable per undesirable\n"
+        "# example, so desirable_weight 0.6 keeps TRL's recommended balance; the preflight shows it)",
+        "  beta: 0.1\n  desirable_weight: 0.6\n  undesirable_weight: 1.0\n",
+    ),
+    (
+        "orpo.yaml",
+        "orpo",
+        "preferences.jsonl",
+        "ORPO on the preference data (no reference model, no SFT stage needed)",
+        "  beta: 0.1\n",
+    ),
+    (
+        "simpo.yaml",
+        "simpo",
+        "preferences.jsonl",
+        "SimPO on the preference data (TRL's CPO trainer with loss_type simpo, cpo_alpha 0;\n"
+        "# no reference model)",
+        "  beta: 2.0\n  simpo_gamma: 1.0\n",
+    ),
+)
+
+PREFERENCE_CONFIG = """\
+# A runnable example: {what}.
+# Run it with:  finetuning {method} {{dir}}/{file}
+method: {method}
+data_conf:
+  training_data:
+    type: CONCATENATION
+    datasets:
+    - path: {{dir}}/data/{data}
+  validation_data:
+    type: AUTO_SPLIT
+    ratio: 0.1
+  chat_template_name: chat-ml
+  missing_pad_token_strategy: bos-repurpose
+training_args:
+  output_dir: {{dir}}/checkpoints-{method}
+  logging_dir: {{dir}}/logs-{method}
+  learning_rate: 5.0e-4
+{extra}  num_train_epochs: 1
+  max_length: 256
+  max_prompt_length: 128
+  logging_steps: 5
+  eval_strategy: epoch
+  save_strategy: epoch
+  bf16: false
+batchsize_conf:
+  total_train_batch_size: 16
+  max_per_device_train_batch_size: 16
+peft_conf:
+  peft_type: NO_PEFT
+run_conf:
+  model: {{dir}}/model
+  resume_from_checkpoint: auto
+"""
+
+#: file name -> config text (with ``{dir}``) of each preference method's example.
+PREFERENCE_CONFIGS = {
+    file: PREFERENCE_CONFIG.format(file=file, method=method, data=data, what=what, extra=extra)
+    for file, method, data, what, extra in _PREFERENCE_EXAMPLES
+}
 
 GRPO_CONFIG = """\
 # A runnable example: GRPO (online RL from rewards) of the tiny model on one-digit sums.
@@ -204,6 +273,10 @@ def init_example(directory: str | Path, rows: int = 2000, force: bool = False) -
     run_hint = (
         f"train it with:\n  finetuning sft {config}\n  finetuning dpo {directory / 'dpo.yaml'}"
         f"\n  finetuning grpo {directory / 'grpo.yaml'}"
+        + "".join(
+            f"\n  finetuning {name.removesuffix('.yaml')} {directory / name}"
+            for name in PREFERENCE_CONFIGS
+        )
     )
     if not force and directory.exists() and any(directory.iterdir()):
         changed = _changed(directory)
@@ -239,12 +312,14 @@ def init_example(directory: str | Path, rows: int = 2000, force: bool = False) -
         write_jsonl(data / "preferences.jsonl", preferences),
         write_jsonl(data / "prompts.jsonl", prompts),
         write_jsonl(data / "arithmetic.jsonl", synthetic_arithmetic(128, seed=2)),
+        write_jsonl(data / "feedback.jsonl", synthetic_feedback(max(rows // 4, 16), seed=2)),
     ]
     for name, text in (
         ("sft.yaml", EXAMPLE_CONFIG),
         ("dpo.yaml", DPO_CONFIG),
         ("grpo.yaml", GRPO_CONFIG),
         ("generate.yaml", GENERATE_CONFIG),
+        *PREFERENCE_CONFIGS.items(),
     ):
         (directory / name).write_text(text.format(dir=directory))
         written.append(directory / name)

@@ -33,6 +33,7 @@ from finetuning.train import arguments, grpo_plan
 from finetuning.train.batch import Resolved, base_learning_rate, resolve
 from finetuning.train.checkpoints import resolve_resume
 from finetuning.train.fingerprint import check_resume
+from finetuning.train.kto_plan import check_batch
 from finetuning.train.reward_loading import Reward, resolve_rewards
 from finetuning.train.summary import check_output_dir, estimated_checkpoint_bytes
 
@@ -183,6 +184,8 @@ def build_plan(
     config = loaded.config
     resolved = resolve(config, world_size)
     grpo = rows_of(config.method) == "prompt"
+    if config.method == "kto":
+        check_batch(config, resolved)
     problems = tuple(hardware_problems(config))
     rewards: tuple[Reward, ...] = ()
     if grpo:  # generation arithmetic, vLLM, and the reward functions imported and checked

@@ -1,7 +1,9 @@
 """The run report: ``loss.png`` and a self-contained ``run_report.html`` next to the checkpoints.
 
 One file that tells whether a run went well: the loss and eval-loss curves, the learning rate,
-throughput, DPO rewards or GRPO rewards, KL and sampled completions when there are any, the summary, the data preflight and the resolved config.
+throughput, the preference rewards and the method's own curves (KTO's KL, ORPO's log-odds; GRPO's
+rewards, KL and completion lengths) when there are any, the summary, the data preflight and the
+resolved config.
 """
 
 from __future__ import annotations
@@ -29,10 +31,15 @@ PANELS = [
     ("throughput", "tokens/s", ["tokens_per_second"]),
 ]
 DPO_PANEL = (
-    "DPO rewards",
+    "preference rewards",
     "reward margin / accuracy",
     ["rewards/margins", "rewards/accuracies", "eval_rewards/margins"],
 )
+#: The preference methods' own curves, each shown when its first key was logged.
+METHOD_PANELS = [
+    ("KTO KL estimate", "KL", ["kl", "eval_kl"]),
+    ("ORPO log-odds", "log odds", ["log_odds_ratio", "log_odds_chosen", "eval_log_odds_ratio"]),
+]
 
 
 GRPO_PANEL = (
@@ -66,8 +73,9 @@ def plot(history: list[dict[str, Any]], path: Path) -> None:
 def figure(history: list[dict[str, Any]]) -> Any:
     """The matplotlib figure of the curves, with labelled axes and whole-number step ticks.
 
-    Three panels side by side, or a 2 x 2 grid with the DPO rewards, so the image stays
-    1000 px wide at 100 dpi (the report shows it at the page width).
+    Three panels side by side, or a grid of two rows with the preference rewards and the
+    method's own curves (KTO's KL, ORPO's log-odds), so the image stays 1000 px wide at 100 dpi
+    (the report shows it at the page width).
     """
     import matplotlib
 
@@ -78,12 +86,13 @@ def figure(history: list[dict[str, Any]]) -> Any:
     panels = list(PANELS)
     if any("rewards/margins" in h for h in history):
         panels.append(DPO_PANEL)
-    panels += _grpo_panels(history)
-    cols = len(panels) if len(panels) <= 3 else 2
-    rows = -(-len(panels) // cols)
+    grpo = _grpo_panels(history)  # GRPO's panel has its KL: no second one from METHOD_PANELS
+    panels += grpo or [p for p in METHOD_PANELS if any(p[2][0] in h for h in history)]
+    rows = 1 if len(panels) <= 3 else 2
+    cols = -(-len(panels) // rows)
     fig, axes = plt.subplots(rows, cols, figsize=(10, 3.4 * rows), squeeze=False)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)  # an odd number of panels leaves one cell of the grid empty
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)  # an odd number of panels leaves one cell empty
     for ax, (title, ylabel, keys) in zip(axes.flat, panels, strict=False):
         for key in keys:
             steps, values = _series(history, key)

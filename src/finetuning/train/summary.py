@@ -33,8 +33,10 @@ class RunSummary:
         eval_loss: The last evaluation loss, if any.
         final_dir: Where the final model (or adapter) and tokenizer are.
         history: The trainer's log history.
-        rewards: Reward metrics of the last training log: DPO's (accuracy, margin, ...), GRPO's
-            (mean and std per reward function, total reward and its std, KL, completion length).
+        rewards: Method metrics of the last training log: ``rewards/*`` (accuracy, margin,
+            ...), the preference methods' own (:data:`METHOD_METRICS`: KTO's ``kl``, ORPO's
+            ``log_odds_ratio``, ...) and GRPO's (:data:`GRPO_METRICS`; mean and std per reward
+            function, total reward and its std, KL, completion length).
         first_step_seconds: From process start to the end of the first optimizer step.
         attention: The attention kernels that ran (e.g. "per-example sdpa"); empty when none of
             ours was used and transformers' own implementation ran.
@@ -92,15 +94,10 @@ class RunSummary:
         return "\n".join(lines)
 
     def _reward_lines(self) -> list[str]:
-        """DPO's accuracy and margin, or GRPO's mean reward (per function), its std and KL."""
+        """The preference metrics, or GRPO's mean reward (per function), its std and KL."""
         r = self.rewards
-        if not r:
-            return []
         if "reward" not in r:
-            return [
-                f"  rewards: accuracy {_fmt(r.get('rewards/accuracies'))}, "
-                f"margin {_fmt(r.get('rewards/margins'))}"
-            ]
+            return _method_line(r)
         functions = ", ".join(
             f"{key[len('rewards/') : -len('/mean')]} {_fmt(value)}"
             for key, value in r.items()
@@ -112,8 +109,26 @@ class RunSummary:
         ]
 
 
+#: Training metrics of the preference methods besides ``rewards/*`` that the summary keeps (as
+#: TRL 1.16 logs them): KTO's KL estimate, ORPO's log-odds terms, ORPO's / CPO's NLL term.
+METHOD_METRICS = ("kl", "log_odds_ratio", "log_odds_chosen", "nll_loss")
+
+
 def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "n/a" if value is None else format(value, spec)
+
+
+def _method_line(rewards: dict[str, float]) -> list[str]:
+    """``rewards: accuracy ..., margin ...`` plus the method's own metrics that were logged."""
+    if not rewards:
+        return []
+    parts = [
+        f"{name} {rewards[key]:.4f}"
+        for name, key in (("accuracy", "rewards/accuracies"), ("margin", "rewards/margins"))
+        if key in rewards  # KTO logs no accuracy: its examples are unpaired
+    ]
+    parts += [f"{key} {rewards[key]:.4f}" for key in METHOD_METRICS if key in rewards]
+    return [f"  rewards: {', '.join(parts)}"]
 
 
 def summarize(
@@ -143,7 +158,7 @@ def summarize(
             for entry in history
             if "loss" in entry
             for key, value in entry.items()
-            if key.startswith("rewards/") or key in GRPO_METRICS
+            if key.startswith("rewards/") or key in GRPO_METRICS or key in METHOD_METRICS
         },
     )
 
