@@ -203,6 +203,7 @@ def build_report(
     how = {
         "chat": "length_handling",
         "preference": "max_length / max_prompt_length / truncation_mode",
+        "unpaired": "max_length / max_prompt_length / truncation_mode",
         "prompt": "grpo_args.max_prompt_length",
     }[rows_of(config.method)]
     if counts["too_long_dropped"]:

@@ -120,6 +120,10 @@ class Plan:
         config, r = self.config, self.resolved
         bs, overrides = config.batchsize_conf, config.overrides
         tracking = self.tracking
+        prompt_limit = (
+            f", max_prompt_length {self.settings.max_prompt_length}, "
+            f"truncation_mode {self.settings.truncation_mode}"
+        )
         out = [
             f"method: {config.method}; model: {config.run_conf.model}",
             f"batch: total {bs.total_train_batch_size} = {r.world_size} processes x "
@@ -139,8 +143,8 @@ class Plan:
             f"{self.settings.max_length}"
             + {
                 "chat": f", length_handling {self.settings.length_handling}",
-                "preference": f", max_prompt_length {self.settings.max_prompt_length}, "
-                f"truncation_mode {self.settings.truncation_mode}",
+                "preference": prompt_limit,
+                "unpaired": prompt_limit,
                 "prompt": " (the prompt; longer prompts are left out)",
             }[rows_of(config.method)],
         ]
