@@ -71,6 +71,102 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env=None)
     )
 
 
+def run_main(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None):
+    """Run `finetuning ARGS` in this process, as `python -m finetuning ARGS` would; returns a
+    CompletedProcess (returncode, stdout, stderr).
+
+    For tests that are not about a process: it skips the ~10 s of imports each subprocess pays.
+    The console is the real one (the CLI's own logging setup writes to the captured stderr), and
+    what a run changes in the process is put back afterwards: the environment (tracking, full
+    determinism), the working directory, the logging handlers and levels, the warning filters and
+    torch's deterministic-algorithms switch.
+    """
+    import contextlib
+    import io
+    import logging
+    import os
+    import warnings
+
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from finetuning.cli import main
+
+    hf_logging.get_logger("transformers")  # creates transformers' own handler now, not mid-run
+
+    argv = list(map(str, args))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in ("transformers", "finetuning")}
+    environ, old_cwd = dict(os.environ), os.getcwd()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    tracking = _mlflow_globals()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    # Without handlers on the root logger, the CLI's logging.basicConfig installs its own (as in a
+    # fresh process); pytest's capture handlers come back afterwards.
+    root.handlers = []
+    # transformers logs through a handler of its own, bound to the stderr of its import.
+    streams = [
+        (h, h.stream)
+        for h in logging.getLogger("transformers").handlers
+        if isinstance(h, logging.StreamHandler)
+    ]
+    try:
+        for handler, _ in streams:
+            handler.setStream(stderr)
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        if cwd is not None:
+            os.chdir(cwd)
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+        ):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse: --help, usage errors
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers, root.level = handlers, level
+        for handler, stream in streams:
+            handler.setStream(stream)
+        for name, old in levels.items():
+            logging.getLogger(name).setLevel(old)
+        os.chdir(old_cwd)
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        _restore_mlflow_globals(tracking)
+    return subprocess.CompletedProcess(
+        ["finetuning", *argv], code, stdout.getvalue(), stderr.getvalue()
+    )
+
+
+def _mlflow_globals() -> tuple[Any, Any] | None:
+    """MLflow's process-wide tracking URI and experiment (transformers' callback sets both)."""
+    if "mlflow" not in sys.modules:
+        return None
+    from mlflow.tracking import _tracking_service, fluent
+
+    return _tracking_service.utils._tracking_uri, fluent._active_experiment_id
+
+
+def _restore_mlflow_globals(saved: tuple[Any, Any] | None) -> None:
+    if "mlflow" not in sys.modules:
+        return
+    import mlflow
+    from mlflow.tracking import _tracking_service, fluent
+
+    while mlflow.active_run() is not None:  # a run that raised may have left one open
+        mlflow.end_run()
+    _tracking_service.utils._tracking_uri, fluent._active_experiment_id = saved or (None, None)
+
+
 def losses(output_dir: Path) -> list[float]:
     """Training losses the run logged, in order (from run_summary.json)."""
     summary = json.loads((output_dir / "run_summary.json").read_text())

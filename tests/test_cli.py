@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from tests.helpers import minimal_sft, run_cli, write_config
+from tests.helpers import minimal_sft, run_cli, run_main, write_config
 
 
 def test_broken_config_exits_2_with_the_key_and_no_traceback(tmp_path):
@@ -30,7 +30,7 @@ def test_missing_config_file_exits_2(tmp_path):
 
 def test_validate_print_config_fills_every_default(tmp_path):
     path = write_config(tmp_path / "c.yaml", minimal_sft(training_args={"warmup_ratio": 0.1}))
-    result = run_cli("validate", path, "--config-only", "--print-config")
+    result = run_main("validate", path, "--config-only", "--print-config")
     assert result.returncode == 0, result.stderr
     printed = yaml.safe_load(result.stdout)
     assert printed["training_args"]["warmup_steps"] == 0.1
@@ -42,7 +42,7 @@ def test_validate_print_config_fills_every_default(tmp_path):
     assert "warmup_ratio: 0.1 mapped to warmup_steps" in result.stderr
     # The printed config is itself a valid config.
     again = write_config(tmp_path / "again.yaml", printed)
-    assert run_cli("validate", again, "--config-only").returncode == 0
+    assert run_main("validate", again, "--config-only").returncode == 0
 
 
 @pytest.mark.parametrize("command", ["schema", "docs"])
@@ -67,7 +67,7 @@ def test_every_subcommand_has_help(sub):
 
 def test_global_options_before_the_subcommand(tmp_path):
     path = write_config(tmp_path / "c.yaml", minimal_sft())
-    result = run_cli(
+    result = run_main(
         "--logging-level", "INFO", "--num-preprocess-workers", "2", "--mlflow-server-uri",
         str(tmp_path / "ml"), "--experiment-name", "x", "--hf-mlflow-log-artifacts", "False",
         "validate", path, "--config-only",
@@ -88,17 +88,17 @@ def test_unexpected_errors_exit_1():
 
 def test_init_refuses_a_non_empty_folder(tmp_path):
     (tmp_path / "something").write_text("x")
-    result = run_cli("init", tmp_path)
+    result = run_main("init", tmp_path)
     assert result.returncode == 2
     assert "exists and is not empty" in result.stderr
 
 
 def test_init_writes_a_runnable_example(tmp_path):
-    result = run_cli("init", tmp_path / "example")
+    result = run_main("init", tmp_path / "example")
     assert result.returncode == 0, result.stderr
     assert f"finetuning sft {tmp_path / 'example' / 'sft.yaml'}" in result.stdout
     assert (tmp_path / "example" / "model" / "model.safetensors").is_file()
     assert len((tmp_path / "example" / "data" / "train.jsonl").read_text().splitlines()) == 2000
-    check = run_cli("validate", tmp_path / "example" / "sft.yaml")
+    check = run_main("validate", tmp_path / "example" / "sft.yaml")
     assert check.returncode == 0, check.stderr
     assert "end-of-turn marker '<|im_end|>' trained: yes" in check.stderr

@@ -13,7 +13,7 @@ from finetuning.data.prepare import prepare_data
 from finetuning.data.tokenizer import load_tokenizer, setup_tokenizer
 from finetuning.errors import UserError
 from finetuning.testing import synthetic_chats, write_jsonl
-from tests.helpers import minimal_sft, run_cli, write_config
+from tests.helpers import minimal_sft, run_main, write_config
 
 
 @pytest.fixture
@@ -136,12 +136,12 @@ def test_validate_cli_prints_the_report_and_exits_2_when_fatal(tiny_llama, tmp_p
     raw = minimal_sft(tiny_llama, data)
     raw["data_conf"]["validation_data"] = {"type": "AUTO_SPLIT", "ratio": 0.2}
     path = write_config(tmp_path / "c.yaml", raw)
-    result = run_cli("validate", path, "--show-example", "1")
+    result = run_main("validate", path, "--show-example", "1")
     assert result.returncode == 0, result.stderr
     assert "training rows: 24; validation rows: 6" in result.stderr
     assert "example 1 (trained tokens between" in result.stdout
     raw["sft_args"]["max_seq_length"] = 3
-    result = run_cli("validate", write_config(tmp_path / "c2.yaml", raw))
+    result = run_main("validate", write_config(tmp_path / "c2.yaml", raw))
     assert result.returncode == 2
     assert "no training rows are left" in result.stderr
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import minimal_sft, write_config
+from tests.helpers import minimal_sft, run_main, write_config
 
 
 def distributed_config(model, data, out):
@@ -29,12 +27,11 @@ def process_env(tmp_path):
 
 @pytest.fixture(scope="session")
 def single_process_run(tmp_path_factory, tiny_llama, chat_data_small):
+    """The 1-process reference run, in this process (only the multi-process runs need their own)."""
     root = tmp_path_factory.mktemp("one")
     out = root / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "finetuning", "sft", str(write_config(root / "one.yaml", distributed_config(tiny_llama, chat_data_small, out)))],
-        capture_output=True, text=True, env=process_env(root), timeout=600,
-    )  # fmt: skip
+    config = write_config(root / "one.yaml", distributed_config(tiny_llama, chat_data_small, out))
+    result = run_main("sft", config, env=process_env(root))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "batch: total 8 = 1 processes x 4 per device x 2 accumulation" in result.stderr
     return out

@@ -7,13 +7,13 @@ import json
 import pytest
 
 from tests.e2e.test_sft import LORA
-from tests.helpers import minimal_dpo, minimal_sft, run_cli, summary, write_config
+from tests.helpers import minimal_dpo, minimal_sft, run_main, summary, write_config
 
 pytestmark = pytest.mark.slow
 
 
 def _train(tmp_path, config, name, method="dpo"):
-    result = run_cli(method, write_config(tmp_path / name, config))
+    result = run_main(method, write_config(tmp_path / name, config))
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -111,7 +111,7 @@ def test_malformed_preference_row_exits_2(tmp_path, tiny_llama, preference_data)
     del row["rejected_messages"]
     lines[1] = json.dumps(row)
     bad.write_text("\n".join(lines) + "\n")
-    result = run_cli("dpo", write_config(tmp_path / "c.yaml", minimal_dpo(tiny_llama, bad)))
+    result = run_main("dpo", write_config(tmp_path / "c.yaml", minimal_dpo(tiny_llama, bad)))
     assert result.returncode == 2
     assert f"{bad}:2: missing `rejected_messages`" in result.stderr
     assert "Traceback" not in result.stderr

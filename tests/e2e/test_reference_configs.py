@@ -15,7 +15,7 @@ import yaml
 
 from finetuning.testing import build_model, synthetic_chats, synthetic_preferences, write_jsonl
 from tests.conftest import REFERENCE_CONFIGS
-from tests.helpers import run_cli
+from tests.helpers import run_main
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ def test_reference_sft_config_trains(path, reference_env, tmp_path):
         if a != b and "${" not in a
     ]  # fmt: skip
     assert all("attn_implementation" in a or "bf16" in a for a, _ in changed), changed
-    result = run_cli("sft", config, env=env, cwd=tmp_path)
+    result = run_main("sft", config, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     final = tmp_path / "ckpt" / "checkpoint-final"
     assert final.is_dir()
@@ -73,11 +73,11 @@ def test_gpu_only_values_stop_training_before_loading_and_validate_warns(
 ):
     config, env = expand(path, reference_env, tmp_path, cpu=False)
     assert yaml.safe_load(config.read_text())["training_args"]["bf16"] is True
-    result = run_cli("sft", config, env=env, cwd=tmp_path)
+    result = run_main("sft", config, env=env, cwd=tmp_path)
     assert result.returncode == 2
     assert "flash_attention_2 needs a CUDA GPU" in result.stderr
     assert "Traceback" not in result.stderr and "Loading weights" not in result.stderr
-    result = run_cli("validate", config, env=env, cwd=tmp_path)
+    result = run_main("validate", config, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "flash_attention_2 needs a CUDA GPU" in result.stderr
     from finetuning.model.hardware import cpu_has_bf16
@@ -88,7 +88,7 @@ def test_gpu_only_values_stop_training_before_loading_and_validate_warns(
 
 def test_reference_dpo_config_trains(reference_env, tmp_path):
     config, env = expand(REFERENCE_CONFIGS / "dpo-full-tinyllama.yaml", reference_env, tmp_path)
-    result = run_cli("dpo", config, env=env, cwd=tmp_path)
+    result = run_main("dpo", config, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     assert (tmp_path / "ckpt" / "checkpoint-final" / "model.safetensors").is_file()
     assert "rewards: accuracy" in result.stderr

@@ -13,7 +13,7 @@ from tests.helpers import (
     losses,
     minimal_sft,
     record_trainer_batches,
-    run_cli,
+    run_main,
     summary,
     write_config,
 )
@@ -31,7 +31,7 @@ LORA = {
 
 
 def _train(tmp_path, config, name="c.yaml", method="sft"):
-    result = run_cli(method, write_config(tmp_path / name, config))
+    result = run_main(method, write_config(tmp_path / name, config))
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -211,7 +211,7 @@ def test_broken_data_fails_before_the_model_loads(tmp_path, tiny_llama):
     bad.write_text('{"messages": [{"role": "user", "content": "x"}]}\n{oops\n')
     config = minimal_sft(tiny_llama, bad)
     started = time.perf_counter()
-    result = run_cli("sft", write_config(tmp_path / "c.yaml", config))
+    result = run_main("sft", write_config(tmp_path / "c.yaml", config))
     elapsed = time.perf_counter() - started
     assert result.returncode == 2
     assert f"{bad}:1: the conversation has no assistant turn" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from finetuning.train.guards import EXIT_DIVERGED, EXIT_PREEMPTED
-from tests.helpers import minimal_sft, run_cli, summary, write_config
+from tests.helpers import minimal_sft, run_main, summary, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -33,9 +34,11 @@ def _config(model, data, out, **training_args):
 
 
 def _start(path):
+    # Unbuffered, so that the log lines arrive as the steps happen (not 8 KiB at a time).
     return subprocess.Popen(
         [sys.executable, "-m", "finetuning", "sft", str(path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
 
 
@@ -47,7 +50,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, tiny_llama, chat_data):
     out = tmp_path / "out"
-    path = write_config(tmp_path / "c.yaml", _config(tiny_llama, chat_data, out, max_steps=300))
+    path = write_config(tmp_path / "c.yaml", _config(tiny_llama, chat_data, out, max_steps=40))
     process = _start(path)
     seen = 0
     for line in process.stdout:
@@ -61,21 +64,22 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, tiny_llama, ch
     checkpoints = sorted(out.glob("checkpoint-[0-9]*"))
     assert len(checkpoints) == 1 and not (out / "checkpoint-final").exists()
     step = int(checkpoints[0].name.split("-")[1])
-    assert 5 <= step < 300
+    assert 5 <= step < 40
     assert f"stopped by SIGTERM after step {step} and saved {checkpoints[0]}" in output
-    result = run_cli("sft", path)
+    result = run_main("sft", path)  # the resume need not be a process of its own
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resuming from {checkpoints[0]}" in result.stderr
-    assert summary(out)["steps"] == 300
+    assert summary(out)["steps"] == 40
 
 
 def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(
     tmp_path, tiny_llama, chat_data_small
 ):
-    steps = 24
+    steps = 12
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     kwargs = {"max_steps": steps, "save_strategy": "steps", "save_steps": 1}
-    result = run_cli(
+    # Only the killed run must be a process; the straight run and the resume run in this one.
+    result = run_main(
         "sft",
         write_config(tmp_path / "a.yaml", _config(tiny_llama, chat_data_small, straight, **kwargs)),
     )
@@ -92,7 +96,7 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "checkpoint-final").exists()
-    result = run_cli("sft", path)
+    result = run_main("sft", path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from" in result.stderr
     reference, resumed = (
@@ -176,7 +180,7 @@ def test_save_total_limit_keeps_a_complete_checkpoint(tmp_path, tiny_llama, chat
         save_steps=2,
         save_total_limit=1,
     )
-    result = run_cli("sft", write_config(tmp_path / "c.yaml", config))
+    result = run_main("sft", write_config(tmp_path / "c.yaml", config))
     assert result.returncode == 0, result.stderr[-3000:]
     (only,) = out.glob("checkpoint-[0-9]*")
     assert only.name == "checkpoint-6" and checkpoint_problem(only) is None
@@ -190,11 +194,11 @@ def test_a_checkpoint_truncated_mid_write_is_skipped_on_resume(
         tmp_path / "c.yaml",
         _config(tiny_llama, chat_data_small, out, max_steps=6, save_strategy="steps", save_steps=3),
     )
-    assert run_cli("sft", path).returncode == 0
+    assert run_main("sft", path).returncode == 0
     shutil.rmtree(out / "checkpoint-final")
     weights = out / "checkpoint-6" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # the node died mid-write
-    result = run_cli("sft", path)
+    result = run_main("sft", path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (
         "skipping incomplete checkpoint" in result.stderr
@@ -237,7 +241,7 @@ def test_pickle_only_weights_need_an_explicit_opt_in(tmp_path, tiny_llama, chat_
     (pickled / "model.safetensors").unlink()
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")
     config = _config(pickled, chat_data_small, tmp_path / "o", max_steps=1)
-    result = run_cli("sft", write_config(tmp_path / "c.yaml", config))
+    result = run_main("sft", write_config(tmp_path / "c.yaml", config))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "set run_conf.model_args.use_safetensors: false" in result.stderr
 
@@ -257,7 +261,7 @@ def test_remote_code_models_say_what_to_set(tmp_path, tiny_llama, chat_data_smal
     )
     (custom / "config.json").write_text(json.dumps(config_json))
     config = _config(custom, chat_data_small, tmp_path / "o", max_steps=1)
-    result = run_cli("sft", write_config(tmp_path / "c.yaml", config))
+    result = run_main("sft", write_config(tmp_path / "c.yaml", config))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "set run_conf.model_args.trust_remote_code: true if you trust it" in result.stderr
     assert "Traceback" not in result.stderr

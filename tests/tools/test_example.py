@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from finetuning.errors import UserError
-from tests.helpers import run_cli
+from tests.helpers import run_main
 
 pytestmark = pytest.mark.slow
 
@@ -21,10 +21,10 @@ def test_readme_one_liner_run_a_second_time_changes_nothing(trained_chatml):
     example = trained_chatml.parent
     outputs = ["run_summary.json", "run_report.html", "loss.png", "data_preflight.txt"]
     before = {name: _stamp(trained_chatml / name) for name in outputs}
-    init = run_cli("init", example)
+    init = run_main("init", example)
     assert init.returncode == 0, init.stderr
     assert "already holds the unchanged example; left it alone" in init.stdout
-    result = run_cli("sft", example / "sft.yaml")
+    result = run_main("sft", example / "sft.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"the run in {trained_chatml} is complete (step 119 of 119" in result.stderr
     assert "nothing changed" in result.stderr

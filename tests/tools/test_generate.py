@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from tests.helpers import run_cli
+from tests.helpers import run_main
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ def test_generate_jsonl_stops_at_end_of_turn(trained_chatml, tmp_path):
     source.write_text("".join(json.dumps({"id": i, "messages": [{"role": "user", "content": q}]}) + "\n"
                               for i, q in enumerate(QUESTIONS)))  # fmt: skip
     out = tmp_path / "out.jsonl"
-    result = run_cli(
+    result = run_main(
         "generate", "--model", model, "--input", source, "--output", out, "--max-new-tokens", "40"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -64,7 +64,7 @@ def test_established_generate_config(trained_chatml, tmp_path):
             "hf_gen_params": {"max_new_tokens": 20, "do_sample": False},
         }))  # fmt: skip
         out = tmp_path / "out.yaml"
-        result = run_cli("generate", config, out)
+        result = run_main("generate", config, out)
         assert result.returncode == 0, result.stderr[-3000:]
         records = yaml.safe_load(out.read_text())
         assert len(records) == expected

@@ -7,7 +7,7 @@ import pytest
 from finetuning.config.loading import load_config_dict
 from finetuning.errors import UserError
 from tests.e2e.test_sft import LORA
-from tests.helpers import losses, minimal_sft, run_cli, write_config
+from tests.helpers import losses, minimal_sft, run_main, write_config
 
 pytest.importorskip(
     "bitsandbytes", reason="bitsandbytes (the quant extra) is part of the dev install"
@@ -33,7 +33,7 @@ def test_qlora_sft_trains_on_cpu(kind, tmp_path, tiny_llama, chat_data):
         "output_dir": str(out),
     }  # fmt: skip
     config["batchsize_conf"] = {"total_train_batch_size": 8, "max_per_device_train_batch_size": 8}
-    result = run_cli("sft", write_config(tmp_path / "q.yaml", config))
+    result = run_main("sft", write_config(tmp_path / "q.yaml", config))
     assert result.returncode == 0, result.stderr[-3000:]
     layer = "Linear4bit" if "4" in kind or "fp4" in kind else "Linear8bitLt"
     assert f"quantized: {layer}" in result.stderr
@@ -57,7 +57,7 @@ def test_quantization_needs_a_mode():
 def test_quantization_with_added_tokens_fails_before_loading(tmp_path, tiny_llama, chat_data):
     config = minimal_sft(tiny_llama, chat_data, peft_conf=LORA)  # chat-ml adds two tokens
     config["quant_conf"] = {"quantization_type": "bits-and-bytes", **QUANT["fp4"]}
-    result = run_cli("sft", write_config(tmp_path / "q.yaml", config))
+    result = run_main("sft", write_config(tmp_path / "q.yaml", config))
     assert result.returncode == 2
     assert "a quantized model cannot be resized" in result.stderr
     assert "Loading weights" not in result.stderr

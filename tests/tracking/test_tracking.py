@@ -11,7 +11,7 @@ import pytest
 
 from finetuning.config.loading import load_config_dict
 from finetuning.tracking import resolve_tracking
-from tests.helpers import minimal_sft, run_cli, write_config
+from tests.helpers import minimal_sft, run_main, write_config
 
 SECTION = {"mlflow_server_uri": "http://section:5000", "experiment_name": "from-section"}
 
@@ -101,7 +101,7 @@ def test_file_store_run_has_params_metrics_and_artifacts(tmp_path, tiny_llama, m
         "experiment_name": "local",
         "run_name": "my-run",
     }
-    result = run_cli("sft", write_config(tmp_path / "c.yaml", config))
+    result = run_main("sft", write_config(tmp_path / "c.yaml", config))
     assert result.returncode == 0, result.stderr[-3000:]
     client = _client(store.as_uri())
     run = _only_run(client, "local")
@@ -139,7 +139,7 @@ def test_flags_after_the_command_log_into_mlflows_default_experiment(
     store, out = tmp_path / "mlruns", tmp_path / "out"
     config = _train_config(tmp_path, tiny_llama, data, out, max_steps=2, eval_strategy="no")
     path = write_config(tmp_path / "c.yaml", config)
-    result = run_cli("sft", path, "--mlflow-server-uri", store, "--logging-level", "INFO")
+    result = run_main("sft", path, "--mlflow-server-uri", store, "--logging-level", "INFO")
     assert result.returncode == 0, result.stderr[-3000:]
     client = _client(store.as_uri())
     assert [e.name for e in client.search_experiments()] == ["Default"]
@@ -157,7 +157,7 @@ def test_http_server_run_and_resume_into_the_same_run(tmp_path, tiny_llama, mlfl
     out = tmp_path / "out"
     path = write_config(tmp_path / "c.yaml", _train_config(tmp_path, tiny_llama, data, out))
     args = ("--mlflow-server-uri", mlflow_server, "--experiment-name", "over-http", "sft", path)
-    result = run_cli(*args)
+    result = run_main(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     client = _client(mlflow_server)
     run = _only_run(client, "over-http")
@@ -168,7 +168,7 @@ def test_http_server_run_and_resume_into_the_same_run(tmp_path, tiny_llama, mlfl
     # Interrupt after the first checkpoint and resume: logging continues in the same run.
     shutil.rmtree(out / "checkpoint-6")
     shutil.rmtree(out / "checkpoint-final")
-    result = run_cli(*args)
+    result = run_main(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     run = _only_run(client, "over-http")
     assert run.info.run_id == first_run_id
@@ -183,7 +183,7 @@ def test_tracking_off_leaves_no_mlflow_directories(tmp_path, tiny_llama, monkeyp
     data = write_jsonl(tmp_path / "d.jsonl", synthetic_chats(40))
     out = tmp_path / "out"
     config = _train_config(tmp_path, tiny_llama, data, out, report_to=["mlflow"])
-    result = run_cli("sft", write_config(tmp_path / "c.yaml", config), cwd=tmp_path)
+    result = run_main("sft", write_config(tmp_path / "c.yaml", config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not list(tmp_path.rglob("mlruns")) and not list(tmp_path.rglob("mlflow.db"))
     assert not (out / "mlflow_run.json").exists()
@@ -217,7 +217,7 @@ def test_tensorboard_event_files_in_logging_dir(tmp_path, tiny_llama):
     config = _train_config(
         tmp_path, tiny_llama, data, out, report_to=["tensorboard"], logging_dir=str(logs)
     )
-    result = run_cli("sft", write_config(tmp_path / "c.yaml", config))
+    result = run_main("sft", write_config(tmp_path / "c.yaml", config))
     assert result.returncode == 0, result.stderr[-3000:]
     events = list(logs.rglob("events.out.tfevents.*"))
     assert events, list(logs.rglob("*"))
