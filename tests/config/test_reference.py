@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from finetuning.config.hf_fields import SNAPSHOT_PATH, build_snapshot
+from finetuning.config.methods import METHODS
 from finetuning.config.reference import json_schema, markdown_reference
 from tests.config.test_models import REFERENCE_DEFAULTS, REFERENCE_FIELDS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
-@pytest.mark.parametrize("method", ["sft", "dpo"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_committed_reference_matches_the_models(method):
     committed = (DOCS / f"config-{method}.md").read_text()
     assert committed == markdown_reference(method), (
@@ -43,7 +44,7 @@ def test_reference_lists_legacy_fields():
     assert "| `rpo_alpha` | mapped" in text
 
 
-@pytest.mark.parametrize("method", ["sft", "dpo"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_schema_is_json_schema(method):
     schema = json_schema(method)
     assert schema["$schema"].endswith("2020-12/schema")
@@ -72,11 +73,9 @@ def _errors(method, config):
     return [(list(e.absolute_path), e.message) for e in _validator(method).iter_errors(config)]
 
 
-@pytest.mark.parametrize("method", ["sft", "dpo"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_schema_validator_rejects_a_misspelt_training_arg(method):
-    from tests.helpers import minimal_dpo, minimal_sft
-
-    config = (minimal_sft if method == "sft" else minimal_dpo)()
+    config = _minimal(method)
     assert _errors(method, config) == []
     config["training_args"]["learnig_rate"] = 1e-3
     errors = _errors(method, config)
@@ -98,9 +97,9 @@ def test_schema_training_args_have_types_defaults_choices_and_legacy_names():
 
 
 def _minimal(method):
-    from tests.helpers import minimal_dpo, minimal_sft
+    from tests.helpers import MINIMAL
 
-    return (minimal_sft if method == "sft" else minimal_dpo)()
+    return MINIMAL[method]()
 
 
 def test_reference_configs_and_init_examples_validate_against_the_schema(tmp_path, monkeypatch):
@@ -117,7 +116,8 @@ def test_reference_configs_and_init_examples_validate_against_the_schema(tmp_pat
     assert len(paths) == 7
     configs = [yaml.safe_load(os.path.expandvars(p.read_text())) for p in paths]
     configs += [
-        yaml.safe_load(text.format(dir=tmp_path)) for text in (init.EXAMPLE_CONFIG, init.DPO_CONFIG)
+        yaml.safe_load(text.format(dir=tmp_path))
+        for text in (init.EXAMPLE_CONFIG, init.DPO_CONFIG, init.REWARD_CONFIG, init.PRETRAIN_CONFIG)
     ]
     for config in configs:
         method = config.get("method", "sft")

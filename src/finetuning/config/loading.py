@@ -184,7 +184,8 @@ def _problem(
             did_you_mean(str(parts[-1]), known),
         )
     if kind == "none_required":
-        return Problem("must be absent or null for dpo (sft_args only applies to sft)", where)
+        method = model.model_fields["method"].default
+        return Problem(f"must be absent or null for {method} (sft_args only applies to sft)", where)
     if kind == "missing":
         return Problem("required key is missing", where)
     if kind == "union_tag_invalid":

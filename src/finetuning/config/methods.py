@@ -18,7 +18,8 @@ class Method:
         name: The subcommand and the config's ``method`` value.
         title: What it does, in words (the subcommand's help).
         rows: The shape of its data rows: "chat" (``messages``), "preference"
-            (``prompt_messages``/``chosen_messages``/``rejected_messages``).
+            (``prompt_messages``/``chosen_messages``/``rejected_messages``), "text" (``text``:
+            one raw document).
         data_type: The ``data_type`` the method sets on every data input.
         library_config: ``module:Class`` of the library config that ``training_args`` fills.
         recipe: The module whose ``run(loaded, cli_args)`` trains with this method.
@@ -50,6 +51,22 @@ METHODS: dict[str, Method] = {
             "DirectPreference",
             "trl:DPOConfig",
             "finetuning.train.dpo",
+        ),
+        Method(
+            "reward",
+            "reward modelling (a score head ranks chosen above rejected)",
+            "preference",
+            "DirectPreference",
+            "trl:RewardConfig",
+            "finetuning.train.reward",
+        ),
+        Method(
+            "pretrain",
+            "continued pretraining on raw text",
+            "text",
+            "RawText",
+            "transformers:TrainingArguments",
+            "finetuning.train.pretrain",
         ),
     )
 }

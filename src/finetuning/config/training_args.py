@@ -32,6 +32,8 @@ ENGINE_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
         "max_prompt_length": ("int", "null"),
         "max_completion_length": ("int", "null"),
     },
+    "reward": {"logging_dir": ("str", "null")},
+    "pretrain": {"logging_dir": ("str", "null")},
 }
 
 #: Defaults of the established engine that differ from today's library defaults.
@@ -44,6 +46,10 @@ ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
         "bf16": False,  # TRL 1.x defaults to True, TRL 0.13 to False
         "activation_checkpointing": False,  # TRL 1.x defaults to True, TRL 0.13 to False
     },
+    # RewardConfig's own defaults differ from TrainingArguments' the same way DPOConfig's do;
+    # the engine keeps the TrainingArguments ones, as for DPO (max_length: TRL's 1024).
+    "reward": {"bf16": False, "activation_checkpointing": False},
+    "pretrain": {},
 }
 
 _KIND_NAMES = {

@@ -1,4 +1,4 @@
-"""Reading SFT and DPO rows (JSONL, one JSON array, or see readers.py), checking every row strictly."""
+"""Reading training rows (chats, preferences, raw text) (JSONL, one JSON array, or see readers.py), checking every row strictly."""
 
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ MAX_REPORTED = 20
 METADATA_KEYS = ("dataset", "id", "tags", "labels")
 SFT_KEYS = ("messages",)
 DPO_KEYS = ("prompt_messages", "chosen_messages", "rejected_messages")
+TEXT_KEYS = ("text",)
 #: The keys every row of a shape has (``config.methods.Method.rows``).
-ROW_KEYS: dict[str, tuple[str, ...]] = {"chat": SFT_KEYS, "preference": DPO_KEYS}
+ROW_KEYS: dict[str, tuple[str, ...]] = {
+    "chat": SFT_KEYS,
+    "preference": DPO_KEYS,
+    "text": TEXT_KEYS,
+}
 
 
 def _method_with(shape: str) -> str:
@@ -60,7 +65,7 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
             problems.append(Problem(message, where))
         else:
             record["_where"] = where  # names the row in later errors
-            if record.get("tools"):
+            if record.get("tools") and rows_of(method) != "text":
                 # Counted by the preflight: a call to an unlisted function is likely a data bug.
                 keys = ROW_KEYS[rows_of(method)]
                 warnings = [w for k in keys for w in unknown_calls(record[k], k, record["tools"])]
@@ -191,6 +196,13 @@ def _check_row(record: Any, method: str) -> str:
                 hint = f" (this looks like a {_method_with(other_shape)} row)"
                 break
         return f"missing `{'`, `'.join(missing)}`{hint}; a {method} row has {_shape(keys)}"
+    if shape == "text":
+        text = record["text"]
+        if not isinstance(text, str):
+            return f"`text` must be a string (one document), got {type(text).__name__}"
+        if not text:
+            return "`text` is empty: there is nothing to train"
+        return ""
     for key in keys:
         message = check_messages(record[key], key, allow_empty=key == "prompt_messages")
         if message:

@@ -135,7 +135,7 @@ class Plan:
             f"{self.settings.max_length}"
             + (
                 f", length_handling {self.settings.length_handling}"
-                if rows_of(config.method) == "chat"
+                if rows_of(config.method) in ("chat", "text")
                 else f", max_prompt_length {self.settings.max_prompt_length}, truncation_mode "
                 f"{self.settings.truncation_mode}"
             ),

@@ -35,6 +35,13 @@ DPO_PANEL = (
 )
 
 
+REWARD_PANEL = (
+    "reward model",
+    "score margin / accuracy",
+    ["margin", "accuracy", "eval_margin", "eval_accuracy"],
+)
+
+
 def plot(history: list[dict[str, Any]], path: Path) -> None:
     """Write the curves (loss and eval loss; learning rate; tokens/s; DPO margins) as a PNG."""
     import matplotlib.pyplot as plt
@@ -59,6 +66,8 @@ def figure(history: list[dict[str, Any]]) -> Any:
     panels = list(PANELS)
     if any("rewards/margins" in h for h in history):
         panels.append(DPO_PANEL)
+    elif any("margin" in h for h in history):
+        panels.append(REWARD_PANEL)
     rows, cols = (2, 2) if len(panels) == 4 else (1, len(panels))
     fig, axes = plt.subplots(rows, cols, figsize=(10, 3.4 * rows), squeeze=False)
     for ax, (title, ylabel, keys) in zip(axes.flat, panels, strict=True):

@@ -30,7 +30,8 @@ class RunSummary:
         eval_loss: The last evaluation loss, if any.
         final_dir: Where the final model (or adapter) and tokenizer are.
         history: The trainer's log history.
-        rewards: DPO reward metrics of the last training log (accuracy, margin, ...).
+        rewards: DPO reward metrics of the last training log (accuracy, margin, ...), or a
+            reward model's (``accuracy``, ``margin``, ``min/mean/max_reward``).
         first_step_seconds: From process start to the end of the first optimizer step.
         attention: The attention kernels that ran (e.g. "per-example sdpa"); empty when none of
             ours was used and transformers' own implementation ran.
@@ -83,8 +84,8 @@ class RunSummary:
             *([f"  {'; '.join(losses)}"] if losses else []),
             *(
                 [
-                    f"  rewards: accuracy {_fmt(self.rewards.get('rewards/accuracies'))}, "
-                    f"margin {_fmt(self.rewards.get('rewards/margins'))}"
+                    f"  rewards: accuracy {_fmt(_first(self.rewards, 'rewards/accuracies', 'accuracy'))}, "
+                    f"margin {_fmt(_first(self.rewards, 'rewards/margins', 'margin'))}"
                 ]
                 if self.rewards
                 else []
@@ -93,6 +94,14 @@ class RunSummary:
             f"  outputs: {self.final_dir}",
         ]
         return "\n".join(lines)
+
+
+#: What TRL's RewardTrainer logs (chosen-above-rejected share, mean score gap, score range).
+REWARD_MODEL_METRICS = ("accuracy", "margin", "min_reward", "mean_reward", "max_reward")
+
+
+def _first(values: dict[str, float], *keys: str) -> float | None:
+    return next((values[k] for k in keys if k in values), None)
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
@@ -126,7 +135,7 @@ def summarize(
             for entry in history
             if "loss" in entry
             for key, value in entry.items()
-            if key.startswith("rewards/")
+            if key.startswith("rewards/") or key in REWARD_MODEL_METRICS
         },
     )
 
