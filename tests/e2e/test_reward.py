@@ -104,20 +104,28 @@ def test_reward_lora_preempted_resumed_scores_chosen_above_rejected(
     )
 
 
-def test_full_parameter_reward_model_loads_in_plain_transformers(
-    tmp_path, tiny_llama, preference_data
+def test_full_parameter_reward_model_loads_in_plain_transformers_metrics_in_mlflow(
+    tmp_path, tiny_llama, preference_data, monkeypatch
 ):
+    from mlflow import MlflowClient
     from transformers import AutoModelForSequenceClassification
 
-    out = tmp_path / "out"
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    out, store = tmp_path / "out", tmp_path / "mlruns"
     config = minimal_reward(tiny_llama, preference_data)
     config["data_conf"]["chat_template_name"] = "keep-original"  # no new tokens
     config["training_args"] = {
         "learning_rate": 1e-3, "max_steps": 3, "logging_steps": 1, "save_strategy": "no",
         "output_dir": str(out),
     }  # fmt: skip
-    assert main(["reward", str(write_config(tmp_path / "r.yaml", config))]) == 0
+    path = write_config(tmp_path / "r.yaml", config)
+    assert main(["reward", str(path), "--mlflow-server-uri", str(store)]) == 0
     model = AutoModelForSequenceClassification.from_pretrained(out / "checkpoint-final")
     assert model.config.num_labels == 1 and model.config.pad_token_id is not None
     assert model.score.weight.shape[0] == 1
     assert "accuracy" in summary(out)["rewards"]
+    # MLflow has the reward model's own metrics, as logged by TRL.
+    client = MlflowClient(tracking_uri=store.as_uri())
+    (run,) = client.search_runs(["0"])
+    assert {"loss", "accuracy", "margin", "mean_reward"} <= set(run.data.metrics)
+    assert run.data.tags["finetuning.method"] == "reward"
