@@ -136,6 +136,8 @@ class Plan:
             + (
                 f", length_handling {self.settings.length_handling}"
                 if rows_of(config.method) in ("chat", "text")
+                else " (a longer pair is dropped)"
+                if self.settings.truncation_mode == "drop"
                 else f", max_prompt_length {self.settings.max_prompt_length}, truncation_mode "
                 f"{self.settings.truncation_mode}"
             ),
