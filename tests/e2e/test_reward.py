@@ -30,9 +30,11 @@ def _plain_scores(base, adapter, rows):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(adapter)
+    tok = AutoTokenizer.from_pretrained(adapter or base)
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-    model = PeftModel.from_pretrained(model, adapter).eval()
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
     model.config.pad_token_id = tok.pad_token_id  # the original base has none; rows go one by one
     out = []
     for row in rows:
@@ -85,6 +87,13 @@ def test_reward_lora_preempted_resumed_scores_chosen_above_rejected(
     plain = _plain_scores(tiny_llama, final, rows)
     accuracy = sum(c > r for c, r in plain) / len(plain)
     assert accuracy >= 0.8, plain
+
+    # merge-adapter: a plain sequence classifier with the same scores.
+    merged = tmp_path / "merged"
+    assert main(["merge-adapter", str(tiny_llama), str(final), str(merged)]) == 0
+    merged_scores = _plain_scores(merged, None, rows[:4])
+    flat = [score for pair in plain[:4] for score in pair]
+    assert [score for pair in merged_scores for score in pair] == pytest.approx(flat, abs=1e-4)
 
     # `finetuning score`: the same scores (same tokens, batched and padded), one per conversation.
     pairs_in = tmp_path / "pairs.jsonl"
