@@ -67,3 +67,20 @@ def test_reward_accuracy_and_margin_reach_the_summary_and_the_report():
     finally:
         plt.close(fig)
     assert isinstance(summary, RunSummary)
+
+
+def test_validate_a_reward_config_counts_the_pairs_dropped_for_length(
+    tmp_path, tiny_llama, preference_data, monkeypatch, capsys
+):
+    from finetuning.cli import main
+    from tests.helpers import write_config
+
+    monkeypatch.setenv("FINETUNING_CACHE_DIR", str(tmp_path / "cache"))
+    config = minimal_reward(tiny_llama, preference_data)
+    config["training_args"] = {"max_length": 30, "output_dir": str(tmp_path / "out")}
+    assert main(["validate", str(write_config(tmp_path / "r.yaml", config))]) == 0
+    shown = capsys.readouterr()
+    text = shown.out + shown.err
+    assert "method: reward" in text and "max length 30 (a longer pair is dropped)" in text
+    assert "rows longer than 30 tokens were dropped (training_args.max_length)" in text
+    assert "valid reward config" in text
