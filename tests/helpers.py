@@ -54,6 +54,34 @@ def minimal_grpo(model: str | Path = "/m", data: str | Path = "/d.jsonl", **sect
     return config
 
 
+def minimal_reward(model: str | Path = "/m", data: str | Path = "/d.jsonl", **sections) -> dict:
+    """A small valid reward-model config dict (DPO's shape, ``method: reward``)."""
+    config = minimal_dpo(model, data, **sections)
+    config["method"] = "reward"
+    return config
+
+
+def minimal_pretrain(model: str | Path = "/m", data: str | Path = "/d.jsonl", **sections) -> dict:
+    """A small valid continued-pretraining config dict (raw text, no chat template)."""
+    config = minimal_sft(model, data)
+    config["method"] = "pretrain"
+    del config["data_conf"]["chat_template_name"]
+    config.update(copy.deepcopy(sections))
+    return config
+
+
+#: The minimal config builder of each method.
+MINIMAL = {
+    "sft": minimal_sft,
+    "dpo": minimal_dpo,
+    "reward": minimal_reward,
+    "pretrain": minimal_pretrain,
+    "grpo": minimal_grpo,
+    # KTO accepts DPO rows (unpaired); ORPO and SimPO take them as they are.
+    **{m: (lambda m=m: {**minimal_dpo(), "method": m}) for m in ("kto", "orpo", "simpo")},
+}
+
+
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

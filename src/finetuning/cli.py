@@ -25,6 +25,7 @@ TOOLS = {
     "generate": ("finetuning.tools.generate", "run"),
     "chat": ("finetuning.tools.generate", "run_chat"),
     "replace-tokens": ("finetuning.tools.replace_tokens", "run"),
+    "score": ("finetuning.tools.score", "run"),
 }
 
 
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, help=f"print {what} of a config", description=f"Print {what}.")
         p.add_argument("method", choices=list(METHODS))
 
-    from finetuning.tools import generate, merge_adapter, replace_tokens, vllm_adapter
+    from finetuning.tools import generate, merge_adapter, replace_tokens, score, vllm_adapter
 
     p = add(
         "merge-adapter",
@@ -106,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the established engine's generate config.",
     )
     generate.add_arguments(p)
+    p = add(
+        "score",
+        help="score conversations with a trained reward model (JSONL in/out)",
+        description="Score with a reward model: `finetuning score --model M [--adapter A] "
+        "--input rows.jsonl --output scores.jsonl`. Rows with `messages` get a `score`; "
+        "preference rows get `chosen_score` and `rejected_score`.",
+    )
+    score.add_arguments(p)
     p = add(
         "chat",
         help="chat with a trained model in the terminal (answers stream as they are generated)",
@@ -130,8 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         "init",
         help="write a runnable example (tiny local model, data, config)",
         description="Write a runnable example into DIR: a tiny model and tokenizer built "
-        "locally, small chat, preference and feedback datasets, DIR/sft.yaml, DIR/dpo.yaml, "
-        "DIR/kto.yaml, DIR/orpo.yaml, DIR/simpo.yaml and DIR/generate.yaml. Run again, it leaves an unchanged example alone.",
+        "locally, small chat, preference, feedback, text and arithmetic datasets, and a config "
+        "per method (DIR/sft.yaml, DIR/dpo.yaml, DIR/kto.yaml, DIR/orpo.yaml, DIR/simpo.yaml, "
+        "DIR/reward.yaml, DIR/pretrain.yaml, DIR/grpo.yaml) and DIR/generate.yaml. Run again, "
+        "it leaves an unchanged example alone.",
     )
     p.add_argument("dir", help="the folder to create")
     p.add_argument(

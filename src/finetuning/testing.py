@@ -473,3 +473,25 @@ def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> Path:
         for row in rows:
             f.write(json.dumps(row) + "\n")
     return path
+
+
+def synthetic_documents(n: int, seed: int = 0, long_share: float = 0.25) -> list[dict[str, Any]]:
+    """Raw-text documents for continued pretraining, learnable and of mixed lengths.
+
+    Returns:
+        ``n`` rows ``{"text": ...}``: sentences about fruit colors and sums; about
+        ``long_share`` of them are several times longer than the rest.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        sentences = []
+        for _ in range(rng.randint(6, 10) if rng.random() < long_share else rng.randint(1, 3)):
+            fruit = rng.choice(_FRUITS)
+            a, b = rng.randrange(5), rng.randrange(5)
+            sentences.append(
+                f"the {fruit} is {_COLORS[_FRUITS.index(fruit)]}. "
+                f"{_NUMBERS[a]} plus {_NUMBERS[b]} is {_NUMBERS[a + b]}."
+            )
+        rows.append({"text": " ".join(sentences)})
+    return rows

@@ -97,13 +97,9 @@ def test_schema_training_args_have_types_defaults_choices_and_legacy_names():
 
 
 def _minimal(method):
-    from tests.helpers import minimal_dpo, minimal_grpo, minimal_sft
+    from tests.helpers import MINIMAL
 
-    if method == "sft":
-        return minimal_sft()
-    if method == "grpo":
-        return minimal_grpo()
-    return {**minimal_dpo(), "method": method}  # the preference methods share DPO's sections
+    return MINIMAL[method]()
 
 
 def test_schema_of_the_preference_methods_has_their_defaults_and_choices():
@@ -132,7 +128,8 @@ def test_reference_configs_and_init_examples_validate_against_the_schema(tmp_pat
     assert len(paths) == 7
     configs = [yaml.safe_load(os.path.expandvars(p.read_text())) for p in paths]
     configs += [
-        yaml.safe_load(text.format(dir=tmp_path)) for text in (init.EXAMPLE_CONFIG, init.DPO_CONFIG)
+        yaml.safe_load(text.format(dir=tmp_path))
+        for text in (init.EXAMPLE_CONFIG, init.DPO_CONFIG, init.REWARD_CONFIG, init.PRETRAIN_CONFIG)
     ]
     for config in configs:
         method = config.get("method", "sft")

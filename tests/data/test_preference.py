@@ -95,3 +95,23 @@ def test_cache_round_trip(tokenizer, tmp_path):
     loaded = PreferenceStore.load(tmp_path)
     assert loaded.triple(1) == store.triple(1)
     assert np.array_equal(loaded.status, store.status)
+
+
+@pytest.mark.parametrize("template", [T.CHAT_ML, T.KEEP_ORIGINAL])
+def test_conversation_ids_are_prompt_plus_completion(template, tokenizer):
+    from finetuning.data.preference import conversation_ids
+
+    triple = encode_preference_chunk([ROW], tokenizer, EncodeSettings(template, 1000)).triple(0)
+    for key in ("chosen", "rejected"):
+        messages = ROW["prompt_messages"] + ROW[f"{key}_messages"]
+        ids = conversation_ids(template, messages, tokenizer).tolist()
+        assert ids == triple["prompt_ids"] + triple[f"{key}_ids"]
+
+
+def test_reward_drops_a_pair_that_does_not_fit_instead_of_cutting_it(tokenizer):
+    full = encode_preference_chunk([ROW], tokenizer, EncodeSettings(T.CHAT_ML, 1000)).triple(0)
+    fits = len(full["prompt_ids"]) + len(full["chosen_ids"])  # chosen is the longer one
+    drop = EncodeSettings(T.CHAT_ML, fits - 1, truncation_mode="drop")
+    assert encode_preference_chunk([ROW], tokenizer, drop).status.tolist() == [TOO_LONG]
+    kept = EncodeSettings(T.CHAT_ML, fits, truncation_mode="drop")
+    assert encode_preference_chunk([ROW], tokenizer, kept).triple(0) == full

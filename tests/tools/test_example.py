@@ -115,3 +115,25 @@ def test_preference_method_examples_train_offline_on_the_example_model(tmp_path)
         assert summary["steps"] >= 1 and summary["eval_loss"] is not None, name
     preflight = (root / "checkpoints-kto" / "data_preflight.txt").read_text()
     assert "kto examples:" in preflight and "desirable_weight 0.6" in preflight
+
+
+def test_reward_and_pretrain_examples_train_offline_on_the_example_model(tmp_path, trained_chatml):
+    from finetuning.config.loading import load_config
+    from finetuning.train import pretrain, reward
+
+    root = trained_chatml.parent  # the session's `finetuning init` example, left unchanged
+    for name in ("reward.yaml", "pretrain.yaml"):  # two steps of each, outputs under tmp_path
+        text = (root / name).read_text().replace(f"{root}/checkpoints", f"{tmp_path}/checkpoints")
+        text = text.replace(f"{root}/logs", f"{tmp_path}/logs").replace(
+            "logging_steps: 5", "logging_steps: 1"
+        )
+        (tmp_path / name).write_text(text.replace("num_train_epochs: 1", "max_steps: 2"))
+    summary = reward.run(load_config(tmp_path / "reward.yaml", "reward"))
+    assert summary.steps == 2 and "accuracy" in summary.rewards
+    final = tmp_path / "checkpoints-reward" / "checkpoint-final"
+    assert (final / "adapter_model.safetensors").is_file()
+    summary = pretrain.run(load_config(tmp_path / "pretrain.yaml", "pretrain"))
+    assert summary.steps == 2 and summary.eval_loss is not None
+    assert (tmp_path / "checkpoints-pretrain" / "checkpoint-final" / "model.safetensors").is_file()
+    preflight = (tmp_path / "checkpoints-pretrain" / "data_preflight.txt").read_text()
+    assert "chunks (length_handling: chunk)" in preflight

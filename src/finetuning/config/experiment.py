@@ -13,7 +13,13 @@ from finetuning.config.quantization import NoQuantizationConfig, QuantizationCon
 from finetuning.config.run import RunConfig
 from finetuning.config.strict import StrictModel
 from finetuning.config.tracking import FinetuningTrackingConfig
-from finetuning.config.training import BatchsizeConfig, DPOArguments, Overrides, SFTArguments
+from finetuning.config.training import (
+    BatchsizeConfig,
+    DPOArguments,
+    Overrides,
+    PretrainArguments,
+    SFTArguments,
+)
 from finetuning.config.training_args import check_training_args, translate_legacy
 from finetuning.errors import Problem
 
@@ -40,8 +46,9 @@ class _ExperimentBase(StrictModel):
     data_conf: ChatTrainValidConfig
     """The data input config."""
     training_args: dict[str, Any]
-    """The fields of the method's library config (TrainingArguments for SFT, TRL's DPOConfig,
-    KTOConfig, ORPOConfig or CPOConfig), with restrictions: the batch fields belong to
+    """The fields of the method's library config (transformers' TrainingArguments for sft and
+    pretrain; TRL's DPOConfig, KTOConfig, ORPOConfig, CPOConfig, GRPOConfig or RewardConfig for
+    the others; the training_args section of this reference names it), with restrictions: the batch fields belong to
     batchsize_conf; fields of older releases are mapped (see the training_args section of this
     reference)."""
     batchsize_conf: BatchsizeConfig
@@ -222,6 +229,89 @@ class GRPOExperimentConfig(_ExperimentBase):
         return args
 
 
+class RewardExperimentConfig(_ExperimentBase):
+    """The finetuning config for reward modelling (``finetuning reward``).
+
+    The DPO config's shape and data (``prompt_messages`` / ``chosen_messages`` /
+    ``rejected_messages``); the model is the causal LM with a sequence-classification head of
+    one output (the score), trained so that the chosen conversation scores above the rejected
+    one. ``training_args`` are TRL's ``RewardConfig`` fields (``max_length`` 1024: a pair whose
+    prompt + longer completion is longer is dropped, as TRL does; ``center_rewards_coefficient``,
+    ...). With an adapter, ``peft_conf.task_type`` is ``SEQ_CLS`` (set when left out), which
+    trains and saves the score head in full beside the adapter.
+    """
+
+    sft_args: None = Field(default=None)
+    """Must be absent or null for reward."""
+    method: Literal["reward"] = "reward"
+    """The training method; defaults to the subcommand."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _score_head_task(cls, data: Any) -> Any:
+        peft_conf = data.get("peft_conf") if isinstance(data, dict) else None
+        if isinstance(peft_conf, dict) and peft_conf.get("peft_type") not in (
+            None,
+            "NO_PEFT",
+            "PRETRAINED_PEFT",
+        ):
+            data = {**data, "peft_conf": {"task_type": "SEQ_CLS", **peft_conf}}
+        return data
+
+    @model_validator(mode="after")
+    def _check_task(self) -> RewardExperimentConfig:
+        task = getattr(self.peft_conf, "task_type", None)
+        if task is not None and task != "SEQ_CLS":
+            raise ValueError(
+                f"peft_conf.task_type is {task.value!r}, but a reward model is a sequence "
+                "classifier: use SEQ_CLS (the default for reward), which also trains the score head"
+            )
+        return self
+
+    @field_validator("training_args", mode="before")
+    @classmethod
+    def _check_training_args(cls, value: Any) -> dict[str, Any]:
+        return _training_args(value, "reward")
+
+
+class PretrainExperimentConfig(_ExperimentBase):
+    """The finetuning config for continued pretraining on raw text (``finetuning pretrain``).
+
+    Rows are ``{"text": "..."}``: no chat template is rendered (``data_conf.chat_template_name``
+    is ``keep-original``, the default here), every token is trained, a BOS opens each document
+    when the tokenizer adds one by itself and an EOS closes it. ``training_args`` are
+    transformers' ``TrainingArguments`` fields, as for SFT.
+    """
+
+    sft_args: PretrainArguments = Field(default_factory=PretrainArguments)
+    """Length and batching arguments (the SFT names; longer documents are chunked by default)."""
+    method: Literal["pretrain"] = "pretrain"
+    """The training method; defaults to the subcommand."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_template(cls, data: Any) -> Any:
+        data_conf = data.get("data_conf") if isinstance(data, dict) else None
+        if isinstance(data_conf, dict) and "chat_template_name" not in data_conf:
+            data = {**data, "data_conf": {**data_conf, "chat_template_name": "keep-original"}}
+        return data
+
+    @model_validator(mode="after")
+    def _check_template(self) -> PretrainExperimentConfig:
+        name = self.data_conf.chat_template_name
+        if name != "keep-original":
+            raise ValueError(
+                f"data_conf.chat_template_name is {name.value!r}, but pretrain renders no chat "
+                "template (rows are raw text): leave it out or set keep-original"
+            )
+        return self
+
+    @field_validator("training_args", mode="before")
+    @classmethod
+    def _check_training_args(cls, value: Any) -> dict[str, Any]:
+        return _training_args(value, "pretrain")
+
+
 ExperimentConfig = (
     SFTExperimentConfig
     | DPOExperimentConfig
@@ -229,13 +319,17 @@ ExperimentConfig = (
     | ORPOExperimentConfig
     | SimPOExperimentConfig
     | GRPOExperimentConfig
+    | RewardExperimentConfig
+    | PretrainExperimentConfig
 )
 
 CONFIG_CLASSES: dict[str, type[_ExperimentBase]] = {
     "sft": SFTExperimentConfig,
     "dpo": DPOExperimentConfig,
-    "grpo": GRPOExperimentConfig,
     "kto": KTOExperimentConfig,
     "orpo": ORPOExperimentConfig,
     "simpo": SimPOExperimentConfig,
+    "grpo": GRPOExperimentConfig,
+    "reward": RewardExperimentConfig,
+    "pretrain": PretrainExperimentConfig,
 }

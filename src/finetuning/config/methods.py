@@ -20,7 +20,8 @@ class Method:
         rows: The shape of its data rows: "chat" (``messages``), "preference"
             (``prompt_messages``/``chosen_messages``/``rejected_messages``), "unpaired"
             (``prompt_messages``/``completion_messages``/``label``; preference rows are unpaired),
-            "prompt" (``prompt_messages`` plus any keys the reward functions read).
+            "prompt" (``prompt_messages`` plus any keys the reward functions read), "text"
+            (``text``: one raw document).
         data_type: The ``data_type`` the method sets on every data input.
         library_config: ``module:Class`` of the library config that ``training_args`` fills.
         recipe: The module whose ``run(loaded, cli_args)`` trains with this method.
@@ -84,6 +85,22 @@ METHODS: dict[str, Method] = {
             "PromptOnly",
             "trl:GRPOConfig",
             "finetuning.train.grpo",
+        ),
+        Method(
+            "reward",
+            "reward modelling (a score head ranks chosen above rejected)",
+            "preference",
+            "DirectPreference",
+            "trl:RewardConfig",
+            "finetuning.train.reward",
+        ),
+        Method(
+            "pretrain",
+            "continued pretraining on raw text",
+            "text",
+            "RawText",
+            "transformers:TrainingArguments",
+            "finetuning.train.pretrain",
         ),
     )
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from finetuning.config.paths import FolderName
 from finetuning.config.strict import StrictModel
@@ -50,9 +50,12 @@ class SFTArguments(StrictModel):
     folder inside output_dir (a plain folder name)."""
     train_on_completions_only: bool = False
     """Only compute loss on the assistant's turns (start marker, content and end marker)."""
-    length_handling: Literal["filter", "truncate"] = "filter"
+    length_handling: Literal["filter", "truncate", "chunk"] = "filter"
     """What to do with examples longer than max_seq_length: 'filter' drops them, 'truncate'
-    cuts them; either way the count is reported."""
+    cuts them; either way the count is reported. 'chunk' splits them into pieces of at most
+    max_seq_length tokens, each trained as an example of its own; only with
+    train_on_completions_only: false (a piece may start mid-conversation, so an answer would
+    be trained without its question)."""
     train_on_reasoning: bool = True
     """(ours) Train the assistant's reasoning (``reasoning_content``, rendered as
     ``<think>...</think>`` before the answer by chat-ml and simplified-llama31). False masks it
@@ -64,8 +67,35 @@ class SFTArguments(StrictModel):
     """(ours) Concatenate the examples of a micro-batch into one row with position ids restarting
     at each example, so no padding is computed. False pads each batch instead."""
 
+    @model_validator(mode="after")
+    def _check_chunk(self) -> SFTArguments:
+        if self.length_handling == "chunk" and self.train_on_completions_only:
+            raise ValueError(
+                "length_handling: chunk needs train_on_completions_only: false: a chunk may "
+                "start in the middle of a conversation, so an answer would be trained without "
+                "its question. Use filter or truncate, or train the whole conversation"
+            )
+        return self
 
-def new_basemodel_name(sft_args: SFTArguments | None) -> str:
+
+class PretrainArguments(StrictModel):
+    """Continued pretraining arguments (``sft_args`` of a ``pretrain`` config)."""
+
+    max_seq_length: int = Field(default=2048, ge=1)
+    """Maximum example length in tokens; longer documents are handled by length_handling."""
+    length_handling: Literal["chunk", "filter", "truncate"] = "chunk"
+    """What to do with documents longer than max_seq_length: 'chunk' splits them into pieces
+    of at most max_seq_length tokens (the last one shorter), each trained as an example of its
+    own; 'filter' drops them; 'truncate' keeps their start. The preflight counts them."""
+    save_name_if_new_basemodel: FolderName = "checkpoint-new-basemodel"
+    """If a PEFT run adds tokens to the vocabulary, the resized base model is saved in this
+    folder inside output_dir (a plain folder name)."""
+    padding_free: bool = True
+    """(ours) Concatenate the examples of a micro-batch into one row with position ids restarting
+    at each example, so no padding is computed. False pads each batch instead."""
+
+
+def new_basemodel_name(sft_args: SFTArguments | PretrainArguments | None) -> str:
     """The folder a PEFT run that grew the vocabulary saves its resized base in.
 
     DPO has no ``sft_args``; it uses the same default as SFT.

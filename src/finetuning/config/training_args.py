@@ -43,6 +43,8 @@ ENGINE_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
         }
         for method in ("kto", "orpo", "simpo")
     },
+    "reward": {"logging_dir": ("str", "null")},
+    "pretrain": {"logging_dir": ("str", "null")},
 }
 
 #: Defaults every method built on a TRL config shares with DPO (TRL 1.x defaults bf16 and
@@ -67,6 +69,10 @@ ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
     # CPO docs: "loss_type='simpo' and cpo_alpha=0").
     "simpo": {"loss_type": "simpo", "cpo_alpha": 0.0, **_PROMPT, **_TRL_COMMON},
     "grpo": dict(_TRL_COMMON),
+    # RewardConfig's own defaults differ from TrainingArguments' the same way DPOConfig's do;
+    # the engine keeps the TrainingArguments ones, as for DPO (max_length: TRL's 1024).
+    "reward": {"bf16": False, "activation_checkpointing": False},
+    "pretrain": {},
 }
 
 _KIND_NAMES = {

@@ -41,10 +41,12 @@ class EncodeSettings:
     Attributes:
         template: The chat template.
         max_length: Longest sequence (SFT: the example; DPO: prompt + completion).
-        length_handling: SFT: "filter" or "truncate".
+        length_handling: SFT and pretrain: "filter", "truncate" or "chunk" (kept whole here,
+            cut into pieces by ``data.text.chunk_split`` once the sets are chosen).
         completions_only: SFT: train on the assistant spans only.
         max_prompt_length: DPO: longest prompt when prompt + completion is too long.
-        truncation_mode: DPO: "keep_end" keeps the end of a too-long prompt, "keep_start" its start.
+        truncation_mode: DPO: "keep_end" keeps the end of a too-long prompt, "keep_start" its start;
+            reward: "drop" drops a pair that does not fit (TRL's RewardTrainer does the same).
         train_on_reasoning: SFT: train the assistant's reasoning (else it is masked).
         drop_past_reasoning: Leave out the reasoning of every assistant turn but the last.
     """
@@ -186,7 +188,7 @@ def encode_chunk(
         labels = np.where(trained, ids, IGNORE).astype(np.int32)
         full_lengths.append(len(ids))
         code = OK
-        if len(ids) > settings.max_length:
+        if len(ids) > settings.max_length and settings.length_handling != "chunk":
             if settings.length_handling == "filter":
                 ids, labels, code = ids[:0], labels[:0], TOO_LONG
             else:

@@ -166,7 +166,9 @@ def encode_preference_chunk(
         longest = max(len(chosen), len(rejected))
         full_lengths.append(len(prompt_ids) + longest)
         code = OK
-        if len(prompt_ids) + longest > settings.max_length:
+        if len(prompt_ids) + longest > settings.max_length and settings.truncation_mode == "drop":
+            code, prompt_ids, chosen, rejected = TOO_LONG, prompt_ids[:0], chosen[:0], rejected[:0]
+        elif len(prompt_ids) + longest > settings.max_length:
             code = TRUNCATED
             keep = settings.max_prompt_length or len(prompt_ids)
             if len(prompt_ids) > keep:
@@ -201,3 +203,20 @@ def encode_preference_chunk(
         np.asarray(status, np.int8),
         np.asarray(full_lengths, np.int64),
     )
+
+
+def conversation_ids(
+    template: Any, messages: list[dict[str, Any]], tokenizer: Any, tools: list | None = None
+) -> np.ndarray:
+    """The token ids of a whole conversation, as preference training sees prompt + completion.
+
+    The rendered conversation up to the end marker of its last assistant turn, with the
+    tokenizer's special prefix (BOS) unless the template wrote it: for a preference row,
+    ``prompt_messages + chosen_messages`` gives exactly its ``prompt_ids + chosen_ids`` (the
+    continuation is checked to be clean when the row is encoded). What a reward model scores.
+    """
+    full = render(template, messages, tokenizer, tools=tools)
+    ids, offsets = _tokens(tokenizer, full.text, special_prefix(tokenizer))
+    end = full.spans[-1][1] if full.spans else len(full.text)
+    # The prefix (zero offsets) stays; text tokens go up to the end marker.
+    return ids[(offsets[:, 0] < end) | (offsets[:, 1] == 0)]

@@ -22,9 +22,17 @@ from finetuning.data.unpaired import FROM_PAIR, balance_lines, desirable_counts
 
 
 def encode_settings(config: ExperimentConfig) -> EncodeSettings:
-    """The encode settings a config implies (SFT: sft_args; DPO: the length fields)."""
+    """The encode settings a config implies (SFT, pretrain: sft_args; DPO, reward: the length
+    fields of training_args)."""
     template = config.data_conf.chat_template_name
     sft = config.sft_args
+    if rows_of(config.method) == "text":
+        return EncodeSettings(template, sft.max_seq_length, sft.length_handling)
+    if config.method == "reward":  # TRL's RewardTrainer drops a pair that does not fit
+        length = config.training_args.get(
+            "max_length", training_arg_default("reward", "max_length")
+        )
+        return EncodeSettings(template, length or 2**31 - 1, truncation_mode="drop")
     if sft is not None:
         return EncodeSettings(
             template,
@@ -202,10 +210,18 @@ def build_report(
     settings = encode_settings(config)
     how = {
         "chat": "length_handling",
+        "text": "length_handling",
         "preference": "max_length / max_prompt_length / truncation_mode",
         "unpaired": "max_length / max_prompt_length / truncation_mode",
         "prompt": "grpo_args.max_prompt_length",
     }[rows_of(config.method)]
+    if config.method == "reward":
+        how = "training_args.max_length"
+    if counts.get("split_documents"):
+        lines.append(
+            f"{counts['split_documents']} rows longer than {settings.max_length} tokens were "
+            f"split into {counts['chunks']} chunks (length_handling: chunk)"
+        )
     if counts["too_long_dropped"]:
         warnings.append(
             f"{counts['too_long_dropped']} rows longer than {settings.max_length} tokens were "
@@ -248,7 +264,7 @@ def build_report(
         total += len(ids)
         marker_trained = marker_trained or bool(((ids == marker_id) & (labels != IGNORE)).any())
     share = trained / total if total else 0.0
-    if rows_of(config.method) == "chat":
+    if rows_of(config.method) in ("chat", "text"):
         lines.append(
             f"tokens: {int(lengths.sum())} in training rows; {share:.1%} of them are trained on"
         )
@@ -262,7 +278,8 @@ def build_report(
             f"tokens: {int(lengths.sum())} in prompts + longer completions; the chosen completion "
             f"is {share:.1%} of prompt + chosen"
         )
-    lines.append(f"end-of-turn marker {marker!r} trained: {'yes' if marker_trained else 'NO'}")
+    what = "end-of-document EOS" if rows_of(config.method) == "text" else "end-of-turn marker"
+    lines.append(f"{what} {marker!r} trained: {'yes' if marker_trained else 'NO'}")
     if not marker_trained and len(data.train):
         warnings.append(
             f"the end-of-turn marker {marker!r} is never trained: the model will not learn to stop"

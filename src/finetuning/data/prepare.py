@@ -43,6 +43,7 @@ from finetuning.data.preference import PreferenceStore, encode_preference_chunk
 from finetuning.data.prompts import encode_prompt_chunk
 from finetuning.data.readers import content_files
 from finetuning.data.rows import read_rows
+from finetuning.data.text import chunk_split, encode_text_chunk
 from finetuning.data.unpaired import UnpairedStore, encode_unpaired_chunk
 from finetuning.errors import UserError
 
@@ -290,6 +291,7 @@ def prepare_data(
         "preference": (PreferenceStore, encode_preference_chunk),
         "prompt": (TokenStore, encode_prompt_chunk),
         "unpaired": (UnpairedStore, encode_unpaired_chunk),
+        "text": (TokenStore, encode_text_chunk),
     }[rows_of(method)]
     if use_cache:
         folder = cache_root() / cache_key(paths, tokenizer, settings, method)
@@ -343,15 +345,28 @@ def prepare_data(
         start = sum(train_lengths)
         valid_idx = np.arange(start, start + sum(lengths[n_train_sources:]), dtype=np.int64)
         valid_idx = valid_idx[usable[valid_idx]]
+    train, valid = EncodedSplit(store, train_idx), None
+    if valid_idx is not None:
+        valid = EncodedSplit(store, valid_idx)
+    chunks = {}
+    if settings.length_handling == "chunk" and isinstance(store, TokenStore):
+        # Cut after mixing and splitting, so one document's chunks stay on one side.
+        pieces = chunk_split(store, train_idx, settings.max_length)
+        train = EncodedSplit(pieces.store, pieces.indices)
+        chunks = {"split_documents": pieces.split_examples, "chunks": pieces.chunks_of_split}
+        if valid_idx is not None:
+            held = chunk_split(store, valid_idx, settings.max_length)
+            valid = EncodedSplit(held.store, held.indices)
     counts = {
+        **chunks,
         "too_long_dropped": int((status == TOO_LONG).sum()),
         "truncated": int((status == TRUNCATED).sum()),
         "nothing_trained": int((status == NOTHING_TRAINED).sum()),
         "identical_dropped": identical,
     }
     return PreparedData(
-        train=EncodedSplit(store, train_idx),
-        valid=EncodedSplit(store, valid_idx) if valid_idx is not None else None,
+        train=train,
+        valid=valid,
         sources=infos,
         rows=all_rows,
         mixed_rows=mixed,

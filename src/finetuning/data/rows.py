@@ -1,4 +1,4 @@
-"""Reading SFT and DPO rows (JSONL, one JSON array, or see readers.py), checking every row strictly."""
+"""Reading training rows (chats, preferences, raw text) (JSONL, one JSON array, or see readers.py), checking every row strictly."""
 
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ SFT_KEYS = ("messages",)
 DPO_KEYS = ("prompt_messages", "chosen_messages", "rejected_messages")
 #: GRPO: the prompt only; every other key of the row goes to the reward functions.
 PROMPT_KEYS = ("prompt_messages",)
+TEXT_KEYS = ("text",)
 #: The keys every row of a shape has (``config.methods.Method.rows``).
 ROW_KEYS: dict[str, tuple[str, ...]] = {
     "chat": SFT_KEYS,
     "preference": DPO_KEYS,
     "prompt": PROMPT_KEYS,
     "unpaired": unpaired.KEYS,  # KTO; preference rows are accepted and unpaired
+    "text": TEXT_KEYS,
 }
 
 
@@ -71,7 +73,7 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
             if rows_of(method) == "unpaired" and unpaired.is_paired(record):
                 found = unpaired.unpair(record)  # one desirable, one undesirable example
             for row in found:
-                if row.get("tools"):
+                if row.get("tools") and rows_of(method) != "text":
                     # Counted by the preflight: a call to an unlisted function is likely a data bug.
                     keys = [k for k in ROW_KEYS[rows_of(method)] if k != "label"]
                     warnings = [w for k in keys for w in unknown_calls(row[k], k, row["tools"])]
@@ -216,6 +218,13 @@ def _check_row(record: Any, method: str) -> str:
         if fits:
             hint = f" (this looks like a {_method_with(fits[-1][1])} row)"
         return f"missing `{'`, `'.join(missing)}`{hint}; a {method} row has {_shape(keys)}"
+    if shape == "text":
+        text = record["text"]
+        if not isinstance(text, str):
+            return f"`text` must be a string (one document), got {type(text).__name__}"
+        if not text:
+            return "`text` is empty: there is nothing to train"
+        return ""
     for key in keys:
         allow_empty = key == "prompt_messages" and shape != "prompt"
         message = check_messages(record[key], key, allow_empty=allow_empty)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -96,15 +97,26 @@ def check_quantized_vocabulary(config: ExperimentConfig, tokenizer: Any) -> None
         )
 
 
-def load_model(config: ExperimentConfig, distributed: str | None = None) -> Any:
-    """Load ``run_conf.model`` as a causal LM for training."""
-    from transformers import AutoModelForCausalLM
+def load_model(
+    config: ExperimentConfig, distributed: str | None = None, score_head: bool = False
+) -> Any:
+    """Load ``run_conf.model`` as a causal LM for training.
+
+    With ``score_head``, as ``AutoModelForSequenceClassification`` with one output (a reward
+    model): the causal LM's body with a new, randomly initialised ``score`` layer in place of
+    its LM head.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     source = config.run_conf.model
     kwargs = model_kwargs(config, distributed)
     check_weight_files(source, "run_conf.model")
+    auto = AutoModelForCausalLM
+    if score_head:
+        auto, kwargs = AutoModelForSequenceClassification, {**kwargs, "num_labels": 1}
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        with score_head_from_causal_lm() if score_head else contextlib.nullcontext():
+            model = auto.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         text = str(exc)
         if "safetensors" in text and kwargs.get("use_safetensors"):
@@ -129,6 +141,18 @@ def load_model(config: ExperimentConfig, distributed: str | None = None) -> Any:
         )
         logger.info("loaded %s quantized: %s", source, ", ".join(kinds) or "no quantized layers")
     return model
+
+
+def score_head_from_causal_lm() -> contextlib.AbstractContextManager:
+    """Loading a causal LM's checkpoint as a sequence classifier, without its load report.
+
+    The new ``score`` layer is missing from the checkpoint and the ``lm_head`` is left out: both
+    are what a reward model is, and transformers would print a table of them. TRL's scoped
+    override (the one its ``RewardTrainer`` uses when it loads a model by name) silences them.
+    """
+    from trl.trainer.reward_trainer import suppress_seqcls_warning
+
+    return suppress_seqcls_warning()
 
 
 def resize_for_tokenizer(model: Any, tokenizer: Any) -> bool:

@@ -105,6 +105,7 @@ def load_for_inference(
     adapter: str | None = None,
     tokenizer: str | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    score_head: bool = False,
 ) -> tuple[Any, Any]:
     """Load model (+ adapter) and tokenizer for generation or merging.
 
@@ -113,19 +114,30 @@ def load_for_inference(
         adapter: Adapter path, or None.
         tokenizer: Tokenizer path; default: the adapter's, else the model's.
         model_kwargs: Extra ``from_pretrained`` arguments (dtype, device_map, quantization).
+        score_head: Load a reward model: ``AutoModelForSequenceClassification`` with one output
+            (an adapter's run saved its score head in the adapter).
 
     Returns:
         (model in eval mode, tokenizer).
     """
-    from transformers import AutoModelForCausalLM
+    import contextlib
 
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from finetuning.model.loading import score_head_from_causal_lm
     from finetuning.model.weights import check_weight_files
 
     tok = load_tokenizer_for_inference(tokenizer or adapter or model)
     base = resolve_base(model, adapter, len(tok))
     check_weight_files(base, "the model")
+    auto, kwargs = AutoModelForCausalLM, dict(model_kwargs or {})
+    quiet = contextlib.nullcontext()
+    if score_head:
+        auto, quiet = AutoModelForSequenceClassification, score_head_from_causal_lm()
+        kwargs["num_labels"] = 1
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(base, **(model_kwargs or {}))
+        with quiet:
+            loaded = auto.from_pretrained(base, **kwargs)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load the model {base!r}: {str(exc).splitlines()[0]}") from None
     if adapter is not None:

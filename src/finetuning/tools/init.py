@@ -1,7 +1,7 @@
 """`finetuning init DIR`: a runnable example with a tiny local model, data and configs.
 
-The example is an SFT config, a DPO config, KTO, ORPO, SimPO and GRPO configs (all train the
-tiny model offline) and a generate config for the trained SFT model. ``DIR/.finetuning-example.json`` records a hash of every file
+The example is a config per method (SFT, DPO, KTO, ORPO, SimPO, GRPO, reward model, continued
+pretraining; each trains the tiny model offline) and a generate config for the trained SFT model. ``DIR/.finetuning-example.json`` records a hash of every file
 ``init`` wrote, so running ``init`` again recognises an unchanged example and leaves it alone,
 and refuses to overwrite one the user changed unless asked with ``--force``.
 """
@@ -18,6 +18,7 @@ from finetuning.testing import (
     build_model,
     synthetic_arithmetic,
     synthetic_chats,
+    synthetic_documents,
     synthetic_feedback,
     synthetic_preferences,
     write_jsonl,
@@ -217,6 +218,86 @@ grpo_args:
     kwargs: {{target: 24, unit: chars}}
 """
 
+REWARD_CONFIG = """\
+# A runnable example: a reward model (a score head on the tiny model, LoRA) trained to score
+# the chosen answers of the preference data above the rejected ones.
+# Run it with:  finetuning reward {dir}/reward.yaml
+# then score:   finetuning score --model {dir}/model \\
+#                 --adapter {dir}/checkpoints-reward/checkpoint-final \\
+#                 --input {dir}/data/preferences.jsonl --output scores.jsonl
+method: reward
+data_conf:
+  training_data:
+    type: CONCATENATION
+    datasets:
+    - path: {dir}/data/preferences.jsonl
+  validation_data:
+    type: AUTO_SPLIT
+    ratio: 0.1
+  chat_template_name: chat-ml
+  missing_pad_token_strategy: bos-repurpose
+training_args:
+  output_dir: {dir}/checkpoints-reward
+  logging_dir: {dir}/logs-reward
+  learning_rate: 5.0e-3
+  num_train_epochs: 1
+  max_length: 256
+  logging_steps: 5
+  eval_strategy: epoch
+  save_strategy: epoch
+  bf16: false
+batchsize_conf:
+  total_train_batch_size: 16
+  max_per_device_train_batch_size: 16
+peft_conf:
+  peft_type: LORA
+  task_type: SEQ_CLS  # the score head trains in full beside the adapter
+  peft_kwargs:
+    r: 8
+    lora_alpha: 16
+    target_modules: [q_proj, k_proj, v_proj, o_proj]
+run_conf:
+  model: {dir}/model
+  resume_from_checkpoint: auto
+"""
+
+PRETRAIN_CONFIG = """\
+# A runnable example: continued pretraining of the tiny model on raw text documents
+# (no chat template; documents longer than max_seq_length are split into chunks).
+# Run it with:  finetuning pretrain {dir}/pretrain.yaml
+method: pretrain
+data_conf:
+  training_data:
+    type: CONCATENATION
+    datasets:
+    - path: {dir}/data/documents.jsonl
+  validation_data:
+    type: AUTO_SPLIT
+    ratio: 0.05
+training_args:
+  output_dir: {dir}/checkpoints-pretrain
+  logging_dir: {dir}/logs-pretrain
+  learning_rate: 2.0e-3
+  num_train_epochs: 1
+  lr_scheduler_type: cosine
+  warmup_ratio: 0.05
+  logging_steps: 10
+  eval_strategy: epoch
+  save_strategy: epoch
+  bf16: false
+batchsize_conf:
+  total_train_batch_size: 16
+  max_per_device_train_batch_size: 16
+peft_conf:
+  peft_type: NO_PEFT
+run_conf:
+  model: {dir}/model
+  resume_from_checkpoint: auto
+sft_args:
+  max_seq_length: 64
+  length_handling: chunk
+"""
+
 GENERATE_CONFIG = """\
 # Answers from the trained SFT model for the prompts of the preference data.
 # Run it after the SFT example with:  finetuning generate {dir}/generate.yaml answers.yaml
@@ -272,11 +353,13 @@ def init_example(directory: str | Path, rows: int = 2000, force: bool = False) -
     config = directory / "sft.yaml"
     run_hint = (
         f"train it with:\n  finetuning sft {config}\n  finetuning dpo {directory / 'dpo.yaml'}"
-        f"\n  finetuning grpo {directory / 'grpo.yaml'}"
         + "".join(
             f"\n  finetuning {name.removesuffix('.yaml')} {directory / name}"
             for name in PREFERENCE_CONFIGS
         )
+        + f"\n  finetuning grpo {directory / 'grpo.yaml'}"
+        f"\n  finetuning reward {directory / 'reward.yaml'}"
+        f"\n  finetuning pretrain {directory / 'pretrain.yaml'}"
     )
     if not force and directory.exists() and any(directory.iterdir()):
         changed = _changed(directory)
@@ -313,11 +396,14 @@ def init_example(directory: str | Path, rows: int = 2000, force: bool = False) -
         write_jsonl(data / "prompts.jsonl", prompts),
         write_jsonl(data / "arithmetic.jsonl", synthetic_arithmetic(128, seed=2)),
         write_jsonl(data / "feedback.jsonl", synthetic_feedback(max(rows // 4, 16), seed=2)),
+        write_jsonl(data / "documents.jsonl", synthetic_documents(max(rows // 4, 16), seed=2)),
     ]
     for name, text in (
         ("sft.yaml", EXAMPLE_CONFIG),
         ("dpo.yaml", DPO_CONFIG),
         ("grpo.yaml", GRPO_CONFIG),
+        ("reward.yaml", REWARD_CONFIG),
+        ("pretrain.yaml", PRETRAIN_CONFIG),
         ("generate.yaml", GENERATE_CONFIG),
         *PREFERENCE_CONFIGS.items(),
     ):

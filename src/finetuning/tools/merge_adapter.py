@@ -25,13 +25,23 @@ def parse_device_map(value: str) -> str | dict:
     return value
 
 
+def _task_type(adapter: str) -> str | None:
+    """The ``task_type`` in the adapter's ``adapter_config.json`` (None when unreadable)."""
+    import json
+
+    try:
+        return json.loads((Path(adapter) / "adapter_config.json").read_text()).get("task_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def merge_and_save(
     base: str, adapter: str, out: str | Path, tokenizer: str | None = None, device_map="auto"
 ) -> Path:
     """Merge ``adapter`` into ``base`` and save model, tokenizer and generation config to ``out``.
 
     The base is the resized ``checkpoint-new-basemodel`` automatically when the adapter's run
-    added tokens. The generation config stops at the tokenizer's EOS, which our saved tokenizers
+    added tokens. A reward model's adapter (``task_type: SEQ_CLS``) gives a sequence classifier. The generation config stops at the tokenizer's EOS, which our saved tokenizers
     set to the template's end-of-turn marker.
     """
     import torch
@@ -41,11 +51,14 @@ def merge_and_save(
         if device_map == "auto" and not torch.cuda.is_available():
             device_map = "cpu"
         kwargs["device_map"] = device_map
-    model, tok = load_for_inference(base, adapter, tokenizer, kwargs)
+    # A reward model's adapter (SEQ_CLS) merges into the sequence classifier, score head included.
+    score_head = _task_type(adapter) == "SEQ_CLS"
+    model, tok = load_for_inference(base, adapter, tokenizer, kwargs, score_head=score_head)
     merged = model.merge_and_unload()
     out = Path(out)
-    merged.generation_config.eos_token_id = tok.eos_token_id
-    merged.generation_config.pad_token_id = tok.pad_token_id
+    if getattr(merged, "generation_config", None) is not None:
+        merged.generation_config.eos_token_id = tok.eos_token_id
+        merged.generation_config.pad_token_id = tok.pad_token_id
     base_eos = merged.config.eos_token_id
     merged.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)

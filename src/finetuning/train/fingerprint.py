@@ -96,7 +96,7 @@ def fingerprint(config: ExperimentConfig) -> dict[str, Any]:
 
     settings = encode_settings(config)
     lengths = {"max_length": settings.max_length}
-    if rows_of(config.method) == "chat":
+    if rows_of(config.method) in ("chat", "text"):
         lengths.update(
             length_handling=settings.length_handling,
             train_on_completions_only=settings.completions_only,

@@ -143,7 +143,10 @@ class Plan:
             f"{self.settings.max_length}"
             + {
                 "chat": f", length_handling {self.settings.length_handling}",
-                "preference": prompt_limit,
+                "text": f", length_handling {self.settings.length_handling}",
+                "preference": " (a longer pair is dropped)"
+                if self.settings.truncation_mode == "drop"
+                else prompt_limit,
                 "unpaired": prompt_limit,
                 "prompt": " (the prompt; longer prompts are left out)",
             }[rows_of(config.method)],

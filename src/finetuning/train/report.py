@@ -61,6 +61,13 @@ def _grpo_panels(history: list[dict[str, Any]]) -> list[tuple[str, str, list[str
     return [(title, ylabel, [*keys, *functions]), GRPO_LENGTH_PANEL]
 
 
+REWARD_PANEL = (
+    "reward model",
+    "score margin / accuracy",
+    ["margin", "accuracy", "eval_margin", "eval_accuracy"],
+)
+
+
 def plot(history: list[dict[str, Any]], path: Path) -> None:
     """Write the curves (loss and eval loss; learning rate; tokens/s; DPO margins) as a PNG."""
     import matplotlib.pyplot as plt
@@ -86,6 +93,8 @@ def figure(history: list[dict[str, Any]]) -> Any:
     panels = list(PANELS)
     if any("rewards/margins" in h for h in history):
         panels.append(DPO_PANEL)
+    elif any("margin" in h for h in history):
+        panels.append(REWARD_PANEL)
     grpo = _grpo_panels(history)  # GRPO's panel has its KL: no second one from METHOD_PANELS
     panels += grpo or [p for p in METHOD_PANELS if any(p[2][0] in h for h in history)]
     rows = 1 if len(panels) <= 3 else 2

@@ -26,19 +26,27 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
         UserError: Anything about the config, data or machine that the user must fix; raised
             before the model is loaded whenever it can be known by then.
     """
-    from transformers import Trainer, TrainingArguments
-
     # The plan (batch sizes, learning rate, outputs, hardware, resume, tracking, tokenizer and
     # data, prepared once and cached), then model and adapter.
     ctx = stages.start(loaded, cli_args)
     if ctx.finished is not None:  # a relaunch of a complete run changes nothing
         return ctx.finished
+    model, _ = stages.prepare_model(ctx)
+    trainer, callbacks = causal_lm_trainer(ctx, model)
+    # Train, then save the final model (the adapter for PEFT) with an inference-ready tokenizer.
+    return stages.train_and_save(ctx, trainer, callbacks)
+
+
+def causal_lm_trainer(ctx: stages.RunContext, model: Any) -> tuple[Any, stages.RunCallbacks]:
+    """The transformers ``Trainer`` over the plan's encoded examples (SFT and pretrain).
+
+    Padding-free micro-batches by default (when the model keeps packed examples apart), padded
+    ones otherwise; the loss in fp32 chunks unless Liger's fused kernel does it.
+    """
+    from transformers import Trainer, TrainingArguments
+
     plan = ctx.plan
     config, setup, data = plan.config, plan.setup, plan.data
-    model, _ = stages.prepare_model(ctx)
-
-    # Trainer: padding-free micro-batches by default (when the model keeps packed examples
-    # apart), padded ones otherwise; the loss in fp32 chunks unless Liger's fused kernel does it.
     kwargs = stages.trainer_kwargs(ctx)
     tokenizer = setup.tokenizer
     padding_free = config.sft_args.padding_free
@@ -69,6 +77,4 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
         callbacks=list(callbacks.all),
         compute_loss_func=None if kwargs.get("use_liger_kernel") else chunked_causal_lm_loss,
     )
-
-    # Train, then save the final model (the adapter for PEFT) with an inference-ready tokenizer.
-    return stages.train_and_save(ctx, trainer, callbacks)
+    return trainer, callbacks

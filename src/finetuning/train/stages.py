@@ -141,8 +141,12 @@ def start(loaded: LoadedConfig, cli_args: Any = None) -> RunContext:
     return RunContext(plan, state, started)
 
 
-def prepare_model(ctx: RunContext) -> tuple[Any, bool]:
+def prepare_model(ctx: RunContext, score_head: bool = False) -> tuple[Any, bool]:
     """Load the model, grow it for added tokens, save the new base (PEFT), apply the adapter.
+
+    Args:
+        ctx: The run.
+        score_head: Load it as a sequence classifier with one output (reward models).
 
     Returns:
         The model to train and whether its vocabulary was resized.
@@ -150,7 +154,7 @@ def prepare_model(ctx: RunContext) -> tuple[Any, bool]:
     plan = ctx.plan
     config, tokenizer = plan.config, plan.setup.tokenizer
     check_quantized_vocabulary(config, tokenizer)
-    model = load_model(config, arguments.distributed_kind(config))
+    model = load_model(config, arguments.distributed_kind(config), score_head)
     resized = resize_for_tokenizer(model, tokenizer)
     if resized and config.peft_conf.peft_type != "NO_PEFT" and ctx.is_main:
         base_dir = plan.new_basemodel_dir

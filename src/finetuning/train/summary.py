@@ -35,8 +35,9 @@ class RunSummary:
         history: The trainer's log history.
         rewards: Method metrics of the last training log: ``rewards/*`` (accuracy, margin,
             ...), the preference methods' own (:data:`METHOD_METRICS`: KTO's ``kl``, ORPO's
-            ``log_odds_ratio``, ...) and GRPO's (:data:`GRPO_METRICS`; mean and std per reward
-            function, total reward and its std, KL, completion length).
+            ``log_odds_ratio``, ...), a reward model's (:data:`REWARD_MODEL_METRICS`) and GRPO's
+            (:data:`GRPO_METRICS`; mean and std per reward function, total reward and its std,
+            KL, completion length).
         first_step_seconds: From process start to the end of the first optimizer step.
         attention: The attention kernels that ran (e.g. "per-example sdpa"); empty when none of
             ours was used and transformers' own implementation ran.
@@ -114,6 +115,14 @@ class RunSummary:
 METHOD_METRICS = ("kl", "log_odds_ratio", "log_odds_chosen", "nll_loss")
 
 
+#: What TRL's RewardTrainer logs (chosen-above-rejected share, mean score gap, score range).
+REWARD_MODEL_METRICS = ("accuracy", "margin", "min_reward", "mean_reward", "max_reward")
+
+
+def _first(values: dict[str, float], *keys: str) -> float | None:
+    return next((values[k] for k in keys if k in values), None)
+
+
 def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "n/a" if value is None else format(value, spec)
 
@@ -122,10 +131,15 @@ def _method_line(rewards: dict[str, float]) -> list[str]:
     """``rewards: accuracy ..., margin ...`` plus the method's own metrics that were logged."""
     if not rewards:
         return []
+    # A reward model logs ``accuracy``/``margin``; the preference methods ``rewards/*``.
+    found = [
+        (name, _first(rewards, f"rewards/{plural}", name))
+        for name, plural in (("accuracy", "accuracies"), ("margin", "margins"))
+    ]
     parts = [
-        f"{name} {rewards[key]:.4f}"
-        for name, key in (("accuracy", "rewards/accuracies"), ("margin", "rewards/margins"))
-        if key in rewards  # KTO logs no accuracy: its examples are unpaired
+        f"{name} {value:.4f}"
+        for name, value in found
+        if value is not None  # KTO logs no accuracy: its examples are unpaired
     ]
     parts += [f"{key} {rewards[key]:.4f}" for key in METHOD_METRICS if key in rewards]
     return [f"  rewards: {', '.join(parts)}"]
@@ -158,7 +172,10 @@ def summarize(
             for entry in history
             if "loss" in entry
             for key, value in entry.items()
-            if key.startswith("rewards/") or key in GRPO_METRICS or key in METHOD_METRICS
+            if key.startswith("rewards/")
+            or key in GRPO_METRICS
+            or key in METHOD_METRICS
+            or key in REWARD_MODEL_METRICS
         },
     )
 
