@@ -60,6 +60,24 @@ def _isolated_environment(tmp_path_factory):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _process_state_restored():
+    """Give back what an in-process run changed: environment variables and MLflow's globals.
+
+    A run exports its tracking target (``MLFLOW_TRACKING_URI``, ...) and transformers' MLflow
+    callback sets MLflow's process-wide tracking URI and active experiment; left behind, the next
+    test's run would log into a previous test's (deleted) store.
+    """
+    from tests.helpers import _mlflow_globals, _restore_mlflow_globals
+
+    environ = dict(os.environ)
+    tracking = _mlflow_globals()
+    yield
+    _restore_mlflow_globals(tracking)
+    os.environ.clear()
+    os.environ.update(environ)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     from finetuning.testing import build_model
