@@ -42,12 +42,66 @@ def example_lengths(inputs: dict) -> list[int]:
     return [ids.shape[1]] * ids.shape[0]
 
 
-def instrument(record: dict) -> None:
+class StepProfiler:
+    """torch.profiler and cProfile over whole optimizer steps ``first`` .. ``first + steps - 1``.
+
+    Started at the start of step ``first``'s micro-batch and stopped at the start of step
+    ``first + steps``'s, so data loading, optimizer and callbacks of the profiled steps are in.
+    """
+
+    def __init__(self, first: int, steps: int, top: int, file: str):
+        self.first, self.steps, self.top, self.file = first, steps, top, file
+        self.calls = 0
+        self.torch_prof = None
+        self.py_prof = None
+        self.started = 0.0
+
+    def before_step(self) -> None:
+        import cProfile
+
+        import torch
+
+        if self.calls == self.first:
+            self.torch_prof = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU]
+            )
+            self.torch_prof.__enter__()
+            self.py_prof = cProfile.Profile()
+            self.started = time.perf_counter()
+            self.py_prof.enable()
+        elif self.calls == self.first + self.steps and self.torch_prof is not None:
+            self.py_prof.disable()
+            wall = time.perf_counter() - self.started
+            self.torch_prof.__exit__(None, None, None)
+            self._write(wall)
+            self.torch_prof = None
+        self.calls += 1
+
+    def _write(self, wall: float) -> None:
+        import io
+        import pstats
+
+        table = self.torch_prof.key_averages().table(
+            sort_by="self_cpu_time_total", row_limit=self.top, max_name_column_width=60
+        )
+        stream = io.StringIO()
+        stats = pstats.Stats(self.py_prof, stream=stream)
+        stats.sort_stats("cumulative").print_stats(45)
+        Path(self.file).write_text(
+            f"wall per step: {wall / self.steps * 1000:.1f} ms ({self.steps} steps)\n\n"
+            f"{table}\n\ncProfile (cumulative; profiler overhead included):\n"
+            f"{stream.getvalue()}"
+        )
+
+
+def instrument(record: dict, profiler: StepProfiler | None = None) -> None:
     from transformers import Trainer
 
     original = Trainer.training_step
 
     def training_step(self, model, inputs, *args, **kwargs):
+        if profiler is not None:
+            profiler.before_step()
         lengths = example_lengths(inputs)
         loss = original(self, model, inputs, *args, **kwargs)
         real = sum(lengths)
@@ -177,7 +231,8 @@ def main() -> None:
     spec = json.loads(Path(spec_path).read_text())
     os.environ.setdefault("FINETUNING_CACHE_DIR", spec["cache"])
     record = {"computed": [], "real": [], "squares": [], "ends": [], "first_step": None}
-    instrument(record)
+    profile = spec.get("profile")
+    instrument(record, StepProfiler(**profile) if profile else None)
     SYSTEMS[system](spec, record)
     if system == "ours_dpo" and set(record["attention"]) & {
         "per-example sdpa",
