@@ -6,12 +6,14 @@ Usage:
     python benchmarks/run.py --out docs/performance.md           # also write the Markdown table
 
 It builds a Llama-style model and a tokenizer locally (nothing is downloaded), writes synthetic
-chats whose lengths follow a log-normal distribution (median ~250 tokens, tail to 2,048), then
-runs each system in its own process for the same number of optimizer steps with the same batch
-size, and reports: trained (non-padding) tokens/s and the ratio, the share of computed tokens
-that are padding, peak RSS, time to the first optimizer step, preprocessing rows/s (cold and
-cached), and the achieved FLOP/s as a fraction of this machine's matmul peak measured in the
-same run (6 x parameters x real tokens per step, an estimate that ignores attention FLOPs).
+chats whose lengths follow a log-normal distribution (by default median ~69 tokens, p95 ~260,
+longest 779), then runs each system in its own process for the same number of optimizer steps
+with the same batch size (systems interleaved, ``--repeats`` times), and reports: trained
+(non-padding) tokens/s and the ratios, the share of computed tokens that are padding, peak RSS,
+time to the first optimizer step, end-to-end time (every system saves its final model),
+preprocessing rows/s (cold and cached), and the useful FLOP/s as a fraction of this machine's
+matmul peak measured in the same run (6 x parameters per trained token plus attention counted
+per example; see ``summarize``). Then a DPO comparison and the scaling rows.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SIZES = {
     # name: (hidden, layers, heads, intermediate)
+    "test": (64, 2, 4, 128),  # the test suite's models (finetuning.testing.build_model)
     "tiny": (128, 2, 4, 256),  # a smoke test of the script; the scaling rows on a busy machine
     "3m": (256, 4, 4, 704),  # ~3.7M parameters, like the model of issue 16's figures
     "small": (512, 6, 8, 1408),  # ~20M parameters with the 1k vocabulary
@@ -286,6 +289,10 @@ def main() -> None:
         "--scaling-size", choices=sorted(SIZES), default=None, help="default: --size"
     )
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown here")
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="torch intra-op threads for every system (and the matmul peak); default: torch's",
+    )  # fmt: skip
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     if args.device == "cuda":
@@ -299,6 +306,10 @@ def main() -> None:
 
     from finetuning.testing import build_model
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         hidden, layers, heads, intermediate = SIZES[args.size]
@@ -318,7 +329,7 @@ def main() -> None:
             "model": str(model_dir), "data": str(data), "device": args.device, "steps": args.steps,
             "batch": args.batch, "lr": 1e-4, "max_length": 2048, "attn": args.attn,
             "cache": str(workdir / "cache"), "dpo_data": str(workdir / "pref.jsonl"),
-            "trl_dpo_data": str(workdir / "pref-trl.jsonl"),
+            "trl_dpo_data": str(workdir / "pref-trl.jsonl"), "threads": args.threads,
         }  # fmt: skip
         peak = matmul_peak(args.device)
         pre_cold, pre_cached = preprocessing(spec)
@@ -332,7 +343,8 @@ def main() -> None:
             f"{ordered[int(len(ordered) * 0.95)]}, max {ordered[-1]} tokens); {args.steps} "
             f"optimizer steps of {args.batch} examples, first {args.warmup} excluded from "
             f"throughput; each system run {args.repeats}x, interleaved, best run shown; matmul "
-            f"peak {peak / 1e9:,.0f} GFLOP/s measured in the same run.",
+            f"peak {peak / 1e9:,.0f} GFLOP/s measured in the same run"
+            f" ({torch_threads(args.threads)} intra-op threads for every system and the peak).",
             "",
         ]
         repeats: dict[str, list[dict]] = {}
@@ -437,6 +449,12 @@ def _model_only_rss(spec: dict) -> float:
         write_data(tiny, [16] * 8, seed=3)
         raw = run_child("ours", {**spec, "data": str(tiny), "batch": 2, "steps": 2}, workdir)
     return raw["peak_rss_mb"]
+
+
+def torch_threads(requested: int | None) -> int:
+    import torch
+
+    return requested or torch.get_num_threads()
 
 
 def _count_params(config) -> int:

@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--prompt-share", type=float, default=0.25, help="untrained share")
+    parser.add_argument("--median", type=int, default=69, help="median example length")
+    parser.add_argument("--cap", type=int, default=779, help="longest example")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     import numpy as np
@@ -62,7 +64,7 @@ def main() -> None:
     attention.choose(models["ours"], None)
     vocab = models["sdpa"].config.vocab_size
     rng = np.random.default_rng(0)
-    lengths = synthetic_lengths(args.batches * args.batch, 0, 69, 0.81, 779)
+    lengths = synthetic_lengths(args.batches * args.batch, 0, args.median, 0.81, args.cap)
     examples = []
     for n in lengths:
         ids = rng.integers(3, vocab, n)

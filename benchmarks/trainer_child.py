@@ -5,7 +5,7 @@ Usage: python benchmarks/trainer_child.py SYSTEM SPEC.json RESULT.json
 SYSTEM is one of ``ours`` / ``trl`` / ``trl_pf`` (SFT: our engine, TRL's SFTTrainer padded, TRL's
 SFTTrainer with ``padding_free=True``) or ``ours_dpo`` / ``trl_dpo`` (DPO: our packed DPO, TRL's
 DPOTrainer padded). All train the same local model on the same data with the same batch size and
-learning rate. ``Trainer.training_step`` is wrapped to record, for every micro-batch, the tokens
+learning rate, and save the final model at the end. ``Trainer.training_step`` is wrapped to record, for every micro-batch, the tokens
 computed (the input tensor's size, padding included), the real tokens, the sum of the squared
 example lengths (for attention FLOPs) and the step's end time.
 """
@@ -198,6 +198,7 @@ def run_trl(spec: dict, record: dict, padding_free: bool = False) -> None:
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     record["trl_setup_seconds"] = time.perf_counter() - started
     trainer.train()
+    trainer.save_model()  # the final model, as our recipe saves it (and a user script would)
 
 
 def run_trl_dpo(spec: dict, record: dict) -> None:
@@ -215,6 +216,7 @@ def run_trl_dpo(spec: dict, record: dict) -> None:
     dataset = load_dataset("json", data_files=spec["trl_dpo_data"], split="train")
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     trainer.train()
+    trainer.save_model()  # the final model, as our recipe saves it (and a user script would)
 
 
 SYSTEMS = {
@@ -229,6 +231,10 @@ SYSTEMS = {
 def main() -> None:
     system, spec_path, result_path = sys.argv[1:4]
     spec = json.loads(Path(spec_path).read_text())
+    if spec.get("threads"):  # the same intra-op thread count for every system of a run
+        import torch
+
+        torch.set_num_threads(spec["threads"])
     os.environ.setdefault("FINETUNING_CACHE_DIR", spec["cache"])
     record = {"computed": [], "real": [], "squares": [], "ends": [], "first_step": None}
     profile = spec.get("profile")
