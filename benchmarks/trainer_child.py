@@ -5,7 +5,7 @@ Usage: python benchmarks/trainer_child.py SYSTEM SPEC.json RESULT.json
 SYSTEM is one of ``ours`` / ``trl`` / ``trl_pf`` (SFT: our engine, TRL's SFTTrainer padded, TRL's
 SFTTrainer with ``padding_free=True``) or ``ours_dpo`` / ``trl_dpo`` (DPO: our packed DPO, TRL's
 DPOTrainer padded). All train the same local model on the same data with the same batch size and
-learning rate. ``Trainer.training_step`` is wrapped to record, for every micro-batch, the tokens
+learning rate, and save the final model at the end. ``Trainer.training_step`` is wrapped to record, for every micro-batch, the tokens
 computed (the input tensor's size, padding included), the real tokens, the sum of the squared
 example lengths (for attention FLOPs) and the step's end time.
 """
@@ -42,12 +42,66 @@ def example_lengths(inputs: dict) -> list[int]:
     return [ids.shape[1]] * ids.shape[0]
 
 
-def instrument(record: dict) -> None:
+class StepProfiler:
+    """torch.profiler and cProfile over whole optimizer steps ``first`` .. ``first + steps - 1``.
+
+    Started at the start of step ``first``'s micro-batch and stopped at the start of step
+    ``first + steps``'s, so data loading, optimizer and callbacks of the profiled steps are in.
+    """
+
+    def __init__(self, first: int, steps: int, top: int, file: str):
+        self.first, self.steps, self.top, self.file = first, steps, top, file
+        self.calls = 0
+        self.torch_prof = None
+        self.py_prof = None
+        self.started = 0.0
+
+    def before_step(self) -> None:
+        import cProfile
+
+        import torch
+
+        if self.calls == self.first:
+            self.torch_prof = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU]
+            )
+            self.torch_prof.__enter__()
+            self.py_prof = cProfile.Profile()
+            self.started = time.perf_counter()
+            self.py_prof.enable()
+        elif self.calls == self.first + self.steps and self.torch_prof is not None:
+            self.py_prof.disable()
+            wall = time.perf_counter() - self.started
+            self.torch_prof.__exit__(None, None, None)
+            self._write(wall)
+            self.torch_prof = None
+        self.calls += 1
+
+    def _write(self, wall: float) -> None:
+        import io
+        import pstats
+
+        table = self.torch_prof.key_averages().table(
+            sort_by="self_cpu_time_total", row_limit=self.top, max_name_column_width=60
+        )
+        stream = io.StringIO()
+        stats = pstats.Stats(self.py_prof, stream=stream)
+        stats.sort_stats("cumulative").print_stats(45)
+        Path(self.file).write_text(
+            f"wall per step: {wall / self.steps * 1000:.1f} ms ({self.steps} steps)\n\n"
+            f"{table}\n\ncProfile (cumulative; profiler overhead included):\n"
+            f"{stream.getvalue()}"
+        )
+
+
+def instrument(record: dict, profiler: StepProfiler | None = None) -> None:
     from transformers import Trainer
 
     original = Trainer.training_step
 
     def training_step(self, model, inputs, *args, **kwargs):
+        if profiler is not None:
+            profiler.before_step()
         lengths = example_lengths(inputs)
         loss = original(self, model, inputs, *args, **kwargs)
         real = sum(lengths)
@@ -144,6 +198,7 @@ def run_trl(spec: dict, record: dict, padding_free: bool = False) -> None:
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     record["trl_setup_seconds"] = time.perf_counter() - started
     trainer.train()
+    trainer.save_model()  # the final model, as our recipe saves it (and a user script would)
 
 
 def run_trl_dpo(spec: dict, record: dict) -> None:
@@ -161,6 +216,7 @@ def run_trl_dpo(spec: dict, record: dict) -> None:
     dataset = load_dataset("json", data_files=spec["trl_dpo_data"], split="train")
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     trainer.train()
+    trainer.save_model()  # the final model, as our recipe saves it (and a user script would)
 
 
 SYSTEMS = {
@@ -175,9 +231,14 @@ SYSTEMS = {
 def main() -> None:
     system, spec_path, result_path = sys.argv[1:4]
     spec = json.loads(Path(spec_path).read_text())
+    if spec.get("threads"):  # the same intra-op thread count for every system of a run
+        import torch
+
+        torch.set_num_threads(spec["threads"])
     os.environ.setdefault("FINETUNING_CACHE_DIR", spec["cache"])
     record = {"computed": [], "real": [], "squares": [], "ends": [], "first_step": None}
-    instrument(record)
+    profile = spec.get("profile")
+    instrument(record, StepProfiler(**profile) if profile else None)
     SYSTEMS[system](spec, record)
     if system == "ours_dpo" and set(record["attention"]) & {
         "per-example sdpa",

@@ -95,3 +95,19 @@ def test_padding_free_collator():
     assert batch["cu_seq_lens_q"].tolist() == batch["cu_seq_lens_k"].tolist() == [0, 4, 6]
     assert batch["cu_seq_lens_q"].dtype == torch.int32
     assert batch["max_length_q"] == batch["max_length_k"] == 4
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_collators_mark_the_positions_whose_next_label_is_trained(packed):
+    if packed:
+        batch = PaddingFreeCollator(keep_trained_logits=True)(EXAMPLES)
+        # labels [-100, -100, 6, 7, -100, 8]: positions 1, 2 and 4 predict a trained label.
+        assert batch["logits_to_keep"].tolist() == [[False, True, True, False, True, False]]
+    else:
+        batch = PaddedCollator(pad_id=0, keep_trained_logits=True)(EXAMPLES)
+        assert batch["logits_to_keep"].tolist() == [
+            [False, True, True, False],
+            [True, False, False, False],
+        ]
+    assert batch["logits_to_keep"].dtype == torch.bool
+    assert "logits_to_keep" not in PaddingFreeCollator()(EXAMPLES)

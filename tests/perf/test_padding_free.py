@@ -151,8 +151,9 @@ def test_chunked_loss_keeps_no_full_fp32_copy_for_backward():
 # Per-example attention (finetuning.model.attention): loss and gradients of a padding-free batch
 # equal the padded batch's, with no dense mask built.
 
-# Lengths with a 1-token example, two of equal length, and ones longer than Mistral's window.
-LENGTHS = {"several": (9, 1, 13, 4, 4), "one": (11,)}
+# Lengths with a 1-token example, two of equal length, and ones longer than Mistral's window;
+# "equal": a run of equal examples longer than the window (one batched call with a window mask).
+LENGTHS = {"several": (9, 1, 13, 4, 4), "one": (11,), "equal": (6, 6, 6, 2)}
 SLIDING = {
     "tiny_llama": {},
     "tiny_mistral": {"sliding_window": 4},
@@ -184,6 +185,44 @@ def test_per_example_attention_gives_the_padded_loss_and_gradients(architecture,
     torch.testing.assert_close(loss, padded_loss, atol=1e-6, rtol=1e-5)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, padded_grads[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def _graph_nodes(tensor) -> set[str]:
+    seen, names, todo = set(), set(), [tensor.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        todo.extend(next_fn for next_fn, _ in node.next_functions)
+    return names
+
+
+def test_per_example_attention_cuts_the_row_with_one_split(monkeypatch):
+    # Slicing each example out of the row would give every example a full-row zero gradient in
+    # the backward pass; a split's backward is one cat. Equal neighbours share one sdpa call.
+    import torch.nn.functional as F
+
+    calls = []
+    original = F.scaled_dot_product_attention
+
+    def counting(query, *args, **kwargs):
+        calls.append(tuple(query.shape))
+        return original(query, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    q, k, v = (torch.randn(1, 4, 23, 8, requires_grad=True) for _ in range(3))
+    bounds = torch.tensor([0, 5, 10, 15, 22, 23], dtype=torch.int32)
+    module = torch.nn.Module()
+    out, _ = attention.per_example_attention(module, q, k, v, None, cu_seq_lens_q=bounds)
+    assert out.shape == (1, 23, 4, 8)
+    assert calls == [(3, 4, 5, 8), (1, 4, 7, 8), (1, 4, 1, 8)]  # 3 x 5 in one call
+    nodes = _graph_nodes(out)
+    assert "SliceBackward0" not in nodes and "SplitWithSizesBackward0" in nodes
+    for a, b in ((0, 5), (5, 10), (15, 22)):  # each example equals its own causal sdpa
+        alone = original(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], is_causal=True)
+        torch.testing.assert_close(out[:, a:b], alone.transpose(1, 2), atol=1e-6, rtol=1e-5)
 
 
 def test_the_sliding_window_is_kept_inside_each_example(tiny_mistral):

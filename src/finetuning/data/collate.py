@@ -37,7 +37,15 @@ class PaddingFreeCollator:
     them and build a block-diagonal mask from the position id resets instead. The first label of each example is masked, because in the packed row it would be predicted
     from the previous example's last token; in a padded batch that label is never used either,
     so the loss equals the padded batch's loss.
+
+    Attributes:
+        keep_trained_logits: Also pass ``logits_to_keep`` (see :func:`trained_positions`), so the
+            model computes the LM head only where a label is trained. Only for models that
+            honour a boolean ``logits_to_keep`` (``finetuning.train.loss.keeps_trained_logits``)
+            and with a loss that expects the kept logits (``chunked_causal_lm_loss``).
     """
+
+    keep_trained_logits: bool = False
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -48,12 +56,31 @@ class PaddingFreeCollator:
             lab[0] = IGNORE
         lengths = [len(e["input_ids"]) for e in examples]
         positions = np.concatenate([np.arange(n) for n in lengths])
-        return {
+        row_labels = np.concatenate(labels).astype(np.int64)[None]
+        batch = {
             "input_ids": torch.from_numpy(ids.astype(np.int64))[None],
-            "labels": torch.from_numpy(np.concatenate(labels).astype(np.int64))[None],
+            "labels": torch.from_numpy(row_labels),
             "position_ids": torch.from_numpy(positions.astype(np.int64))[None],
             **boundaries(lengths),
         }
+        if self.keep_trained_logits:
+            batch["logits_to_keep"] = trained_positions(row_labels)
+        return batch
+
+
+def trained_positions(labels: np.ndarray) -> Any:
+    """``logits_to_keep`` for ``[batch, length]`` labels: True where the next token is trained.
+
+    The logits at position ``i`` predict label ``i + 1``; positions whose next label is ignored
+    (prompts, padding, the last position) need no logits. transformers' models take a boolean
+    ``[batch, length]`` ``logits_to_keep`` and return the kept positions' logits flattened to
+    ``[kept, vocab]`` in row-major order, the order of ``labels[:, 1:][mask[:, :-1]]``.
+    """
+    import torch
+
+    keep = np.zeros(labels.shape, dtype=bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE
+    return torch.from_numpy(keep)
 
 
 def boundaries(lengths: list[int]) -> dict[str, Any]:
@@ -80,11 +107,13 @@ class PaddedCollator:
         side: "right" or "left".
         eos_id: With ``unk-convert-to-eos``, the input-side padding becomes this id (its labels
             stay -100); None otherwise.
+        keep_trained_logits: As in :class:`PaddingFreeCollator`.
     """
 
     pad_id: int
     side: str = "right"
     eos_id: int | None = None
+    keep_trained_logits: bool = False
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -101,8 +130,11 @@ class PaddedCollator:
             ids[row, cols] = e["input_ids"]
             labels[row, cols] = e["labels"]
             mask[row, cols] = 1
-        return {
+        batch = {
             "input_ids": torch.from_numpy(ids),
             "labels": torch.from_numpy(labels),
             "attention_mask": torch.from_numpy(mask),
         }
+        if self.keep_trained_logits:
+            batch["logits_to_keep"] = trained_positions(labels)
+        return batch

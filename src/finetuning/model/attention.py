@@ -21,6 +21,7 @@ their window inside each example.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -63,34 +64,79 @@ def _window_mask(length: int, window: int, device: Any) -> Any:
     return (j <= i) & (j > i - window)
 
 
-def _sdpa_one(query: Any, key: Any, value: Any, scaling: Any, dropout: float, window: Any) -> Any:
-    """Causal sdpa of one example ``[batch, heads, length, dim]``."""
+@functools.lru_cache(maxsize=16)
+def _runs(bounds: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """The row as runs of consecutive equal-length examples: ``(count, length)`` pairs.
+
+    A run is attended in one batched sdpa call (its examples are views of the row, reshaped to a
+    batch, no copy), so a micro-batch of fixed-length examples costs one call per layer.
+    Empty examples are dropped (they have no tokens to attend).
+    """
+    runs: list[list[int]] = []
+    for a, b in itertools.pairwise(bounds):
+        if b <= a:
+            continue
+        if runs and runs[-1][1] == b - a:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, b - a])
+    return tuple((count, length) for count, length in runs)
+
+
+def _sdpa_run(
+    query: Any, key: Any, value: Any, count: int, scaling: Any, dropout: float, window: Any
+) -> Any:
+    """Causal sdpa of ``count`` consecutive examples of equal length, ``[1, heads, count*L, dim]``.
+
+    Returns:
+        The output as ``[1, count*L, heads, dim]`` (the layout the model expects back).
+    """
     import torch.nn.functional as F
 
+    heads, total, dim = query.shape[1], query.shape[2], query.shape[3]
+    length = total // count
+
+    def batch(x: Any) -> Any:  # [1, h, count*L, d] -> [count, h, L, d]: a view, no copy
+        return x[0].unflatten(1, (count, length)).transpose(0, 1)
+
+    q, k, v = (batch(x) for x in (query, key, value)) if count > 1 else (query, key, value)
     gqa = query.shape[1] != key.shape[1]  # sdpa shares key/value heads itself (no copies)
-    length = query.shape[2]
     if window is not None and length > window:
         mask = _window_mask(length, window, query.device)
-        return F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling, enable_gqa=gqa
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling, enable_gqa=gqa
         )
-    return F.scaled_dot_product_attention(
-        query, key, value, is_causal=length > 1, dropout_p=dropout, scale=scaling, enable_gqa=gqa
-    )
+    else:
+        out = F.scaled_dot_product_attention(
+            q, k, v, is_causal=length > 1, dropout_p=dropout, scale=scaling, enable_gqa=gqa
+        )
+    return out.transpose(1, 2).reshape(1, total, heads, dim)
 
 
 def _per_example(
     query: Any, key: Any, value: Any, bounds: list[int], scaling: Any, dropout: float, window: Any
 ) -> Any:
-    """Attention of each example of a one-row batch, concatenated back into the row."""
+    """Attention of each example of a one-row batch, as ``[1, len, heads, dim]``.
+
+    The row is cut with one ``split`` per tensor (its backward is one ``cat``; slicing each
+    example out would give every example a full-row zero gradient in the backward pass).
+    """
     import torch
 
+    start, end = bounds[0], bounds[-1]
+    if start or end != query.shape[2]:
+        query, key, value = (x[:, :, start:end] for x in (query, key, value))
+    runs = _runs(tuple(bounds))
+    sizes = [count * length for count, length in runs]
+    parts = zip(
+        *(x.split(sizes, dim=2) if len(sizes) > 1 else (x,) for x in (query, key, value)),
+        strict=True,
+    )
     pieces = [
-        _sdpa_one(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], scaling, dropout, window)
-        for a, b in itertools.pairwise(bounds)
-        if b > a
+        _sdpa_run(q, k, v, count, scaling, dropout, window)
+        for (q, k, v), (count, _) in zip(parts, runs, strict=True)
     ]
-    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
 
 
 def _dense_sdpa(module, query, key, value, attention_mask, **kwargs):
@@ -139,12 +185,9 @@ def per_example_attention(
             else position_ids[min(row, position_ids.shape[0] - 1)][None],
             query.shape[2],
         )
-        sl = slice(row, row + 1)
-        rows.append(
-            _per_example(query[sl], key[sl], value[sl], bounds, scaling, dropout, sliding_window)
-        )
-    out = rows[0] if len(rows) == 1 else torch.cat(rows)
-    return out.transpose(1, 2).contiguous(), None
+        q, k, v = (x[row : row + 1] if query.shape[0] > 1 else x for x in (query, key, value))
+        rows.append(_per_example(q, k, v, bounds, scaling, dropout, sliding_window))
+    return (rows[0] if len(rows) == 1 else torch.cat(rows)), None
 
 
 def varlen_attention(

@@ -10,7 +10,7 @@ from finetuning.data.collate import PaddedCollator, PaddingFreeCollator, SFTData
 from finetuning.model import attention
 from finetuning.model.packing import keeps_examples_apart
 from finetuning.train import arguments, stages
-from finetuning.train.loss import chunked_causal_lm_loss
+from finetuning.train.loss import chunked_causal_lm_loss, keeps_trained_logits
 from finetuning.train.summary import RunSummary
 
 logger = logging.getLogger(__name__)
@@ -60,13 +60,17 @@ def causal_lm_trainer(ctx: stages.RunContext, model: Any) -> tuple[Any, stages.R
         padding_free = False
         attention.restore_sdpa(model)
         kwargs.setdefault("train_sampling_strategy", "group_by_length")
+    # The LM head and loss only where a label is trained, when the model honours logits_to_keep.
+    keep = not kwargs.get("use_liger_kernel") and keeps_trained_logits(model)
     if padding_free:
         logger.info("%s", attention.describe(kernel))
-        collator: Any = PaddingFreeCollator()
+        collator: Any = PaddingFreeCollator(keep_trained_logits=keep)
         kwargs["include_num_input_tokens_seen"] = "all"  # a packed row has no padding
     else:
         eos = tokenizer.eos_token_id if setup.convert_pad_to_eos else None
-        collator = PaddedCollator(tokenizer.pad_token_id, config.data_conf.padding_side, eos)
+        collator = PaddedCollator(
+            tokenizer.pad_token_id, config.data_conf.padding_side, eos, keep_trained_logits=keep
+        )
     callbacks = stages.callbacks(ctx)
     trainer = Trainer(
         model=model,
