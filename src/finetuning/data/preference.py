@@ -104,6 +104,20 @@ def _tokens(tokenizer: Any, text: str, prefix: list[int]) -> tuple[np.ndarray, n
     return ids, offsets
 
 
+def rendered_prompt(
+    row: dict[str, Any], tokenizer: Any, settings: EncodeSettings, prefix: list[int]
+) -> tuple[Any, np.ndarray]:
+    """A row's ``prompt_messages`` rendered with the generation prompt, and its token ids."""
+    prompt = render(
+        settings.template,
+        row["prompt_messages"],
+        tokenizer,
+        add_generation_prompt=True,
+        tools=row.get("tools"),
+    )
+    return prompt, _tokens(tokenizer, prompt.text, prefix)[0]
+
+
 def _completion(
     row: dict[str, Any], key: str, tokenizer: Any, settings: EncodeSettings, prompt: tuple, prefix
 ) -> np.ndarray:
@@ -143,14 +157,7 @@ def encode_preference_chunk(
     status, full_lengths, problems = [], [], []
     for row in rows:
         try:
-            prompt = render(
-                settings.template,
-                row["prompt_messages"],
-                tokenizer,
-                add_generation_prompt=True,
-                tools=row.get("tools"),
-            )
-            prompt_ids, _ = _tokens(tokenizer, prompt.text, prefix)
+            prompt, prompt_ids = rendered_prompt(row, tokenizer, settings, prefix)
             chosen = _completion(
                 row, "chosen_messages", tokenizer, settings, (prompt.text, prompt_ids), prefix
             )

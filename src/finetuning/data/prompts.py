@@ -19,28 +19,18 @@ from finetuning.data.encode import (
     TOO_LONG,
     EncodeSettings,
     TokenStore,
-    needs_special_prefix,
     special_prefix,
     template_refused,
 )
-from finetuning.data.templates import TemplateMismatch, UnsupportedRow, render
+from finetuning.data.preference import rendered_prompt
+from finetuning.data.templates import TemplateMismatch, UnsupportedRow
 from finetuning.errors import Problem, UserError
 
 
 def prompt_ids(row: dict[str, Any], tokenizer: Any, settings: EncodeSettings) -> list[int]:
     """The token ids of a row's prompt: rendered messages, generation prompt, BOS if needed."""
-    rendered = render(
-        settings.template,
-        row["prompt_messages"],
-        tokenizer,
-        add_generation_prompt=True,
-        tools=row.get("tools"),
-    )
-    ids = tokenizer(rendered.text, add_special_tokens=False)["input_ids"]
-    prefix = special_prefix(tokenizer)
-    if prefix and needs_special_prefix(tokenizer, rendered.text):
-        ids = prefix + list(ids)
-    return list(ids)
+    _, ids = rendered_prompt(row, tokenizer, settings, special_prefix(tokenizer))
+    return ids.tolist()
 
 
 def encode_prompt_chunk(

@@ -31,8 +31,8 @@ from finetuning.data.encode import (
     template_refused,
 )
 from finetuning.data.messages import check_messages
-from finetuning.data.preference import _completion, _store, _tokens
-from finetuning.data.templates import TemplateMismatch, render
+from finetuning.data.preference import _completion, _store, rendered_prompt
+from finetuning.data.templates import TemplateMismatch
 from finetuning.errors import Problem, UserError
 
 KEYS = ("prompt_messages", "completion_messages", "label")
@@ -183,14 +183,7 @@ def encode_unpaired_chunk(
     prompts, completions, labels, status, full_lengths, problems = [], [], [], [], [], []
     for row in rows:
         try:
-            prompt = render(
-                settings.template,
-                row["prompt_messages"],
-                tokenizer,
-                add_generation_prompt=True,
-                tools=row.get("tools"),
-            )
-            prompt_ids, _ = _tokens(tokenizer, prompt.text, prefix)
+            prompt, prompt_ids = rendered_prompt(row, tokenizer, settings, prefix)
             completion = _completion(
                 row, "completion_messages", tokenizer, settings, (prompt.text, prompt_ids), prefix
             )
