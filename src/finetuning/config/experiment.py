@@ -64,6 +64,16 @@ class _ExperimentBase(StrictModel):
     quant_conf: QuantizationConfig = NoQuantizationConfig()
     """Quantization configuration."""
 
+    @classmethod
+    def method_name(cls) -> str:
+        """The method this config class is for (its ``method`` field's default)."""
+        return cls.model_fields["method"].default
+
+    @field_validator("training_args", mode="before")
+    @classmethod
+    def _check_training_args(cls, value: Any) -> dict[str, Any]:
+        return _training_args(value, cls.method_name())
+
     @model_validator(mode="after")
     def _check_evaluation(self) -> _ExperimentBase:
         strategy = self.training_args.get("eval_strategy", "no")
@@ -93,11 +103,6 @@ class SFTExperimentConfig(_ExperimentBase):
     method: Literal["sft"] = "sft"
     """The training method; defaults to the subcommand."""
 
-    @field_validator("training_args", mode="before")
-    @classmethod
-    def _check_training_args(cls, value: Any) -> dict[str, Any]:
-        return _training_args(value, "sft")
-
 
 class DPOExperimentConfig(_ExperimentBase):
     """The finetuning config for direct preference optimisation (``finetuning dpo``).
@@ -113,11 +118,6 @@ class DPOExperimentConfig(_ExperimentBase):
     method: Literal["dpo"] = "dpo"
     """The training method; defaults to the subcommand."""
 
-    @field_validator("training_args", mode="before")
-    @classmethod
-    def _check_training_args(cls, value: Any) -> dict[str, Any]:
-        return _training_args(value, "dpo")
-
 
 class _ReferenceFreeOrUnpairedBase(_ExperimentBase):
     """What KTO, ORPO and SimPO configs share: no ``sft_args``; TRL's fields in training_args.
@@ -129,9 +129,10 @@ class _ReferenceFreeOrUnpairedBase(_ExperimentBase):
     sft_args: None = Field(default=None)
     """Must be absent or null (sft_args only applies to sft)."""
 
+    @field_validator("training_args", mode="before")
     @classmethod
-    def _checked(cls, value: Any, method: str) -> dict[str, Any]:
-        args = _training_args(value, method)
+    def _check_training_args(cls, value: Any) -> dict[str, Any]:
+        args = _training_args(value, cls.method_name())
         mode = args.get("truncation_mode")
         if mode not in TRUNCATION_MODES:
             raise TrainingArgsError(
@@ -160,11 +161,6 @@ class KTOExperimentConfig(_ReferenceFreeOrUnpairedBase):
     method: Literal["kto"] = "kto"
     """The training method; defaults to the subcommand."""
 
-    @field_validator("training_args", mode="before")
-    @classmethod
-    def _check_training_args(cls, value: Any) -> dict[str, Any]:
-        return cls._checked(value, "kto")
-
 
 class ORPOExperimentConfig(_ReferenceFreeOrUnpairedBase):
     """The finetuning config for ORPO (``finetuning orpo``): no reference model.
@@ -176,11 +172,6 @@ class ORPOExperimentConfig(_ReferenceFreeOrUnpairedBase):
 
     method: Literal["orpo"] = "orpo"
     """The training method; defaults to the subcommand."""
-
-    @field_validator("training_args", mode="before")
-    @classmethod
-    def _check_training_args(cls, value: Any) -> dict[str, Any]:
-        return cls._checked(value, "orpo")
 
 
 class SimPOExperimentConfig(_ReferenceFreeOrUnpairedBase):
@@ -194,11 +185,6 @@ class SimPOExperimentConfig(_ReferenceFreeOrUnpairedBase):
 
     method: Literal["simpo"] = "simpo"
     """The training method; defaults to the subcommand."""
-
-    @field_validator("training_args", mode="before")
-    @classmethod
-    def _check_training_args(cls, value: Any) -> dict[str, Any]:
-        return cls._checked(value, "simpo")
 
 
 class GRPOExperimentConfig(_ExperimentBase):
@@ -220,7 +206,7 @@ class GRPOExperimentConfig(_ExperimentBase):
     @field_validator("training_args", mode="before")
     @classmethod
     def _check_training_args(cls, value: Any) -> dict[str, Any]:
-        args = _training_args(value, "grpo")
+        args = _training_args(value, cls.method_name())
         if "reward_weights" in args:
             raise ValueError(
                 "training_args.reward_weights may not be set: give each reward its weight in "
@@ -268,11 +254,6 @@ class RewardExperimentConfig(_ExperimentBase):
             )
         return self
 
-    @field_validator("training_args", mode="before")
-    @classmethod
-    def _check_training_args(cls, value: Any) -> dict[str, Any]:
-        return _training_args(value, "reward")
-
 
 class PretrainExperimentConfig(_ExperimentBase):
     """The finetuning config for continued pretraining on raw text (``finetuning pretrain``).
@@ -305,11 +286,6 @@ class PretrainExperimentConfig(_ExperimentBase):
                 "template (rows are raw text): leave it out or set keep-original"
             )
         return self
-
-    @field_validator("training_args", mode="before")
-    @classmethod
-    def _check_training_args(cls, value: Any) -> dict[str, Any]:
-        return _training_args(value, "pretrain")
 
 
 ExperimentConfig = (
