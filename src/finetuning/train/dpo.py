@@ -7,7 +7,6 @@ data (prompt / chosen / rejected ids from our templates), the reference model an
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
@@ -102,12 +101,9 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
             attention.restore_sdpa(model)
             logger.warning("this model does not keep packed sequences apart: padded DPO batches")
 
-    # Reference: with an adapter, the base with the adapter disabled (no copy); with
-    # precomputed reference log-probs, none is kept; otherwise one frozen copy of the start.
-    ref_model = None
-    full_parameter = config.peft_conf.peft_type == "NO_PEFT"
-    if full_parameter and not config.training_args.get("precompute_ref_log_probs"):
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    # Reference: a frozen copy of the start only for a full fine-tune without precomputed
+    # reference log-probs.
+    ref_model = stages.reference_model(ctx, model)
 
     # Trainer.
     kwargs = stages.trainer_kwargs(ctx)

@@ -7,7 +7,6 @@ desirable-or-not label, from our templates, :mod:`finetuning.data.unpaired`) and
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
@@ -84,16 +83,12 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
     if ctx.finished is not None:  # a relaunch of a complete run changes nothing
         return ctx.finished
     plan = ctx.plan
-    config, data = plan.config, plan.data
+    data = plan.data
     model, _ = stages.prepare_model(ctx)
 
-    # Reference: with an adapter, TRL's (the adapter's initial state, no model copy); with
-    # precomputed reference log-probs, none is kept; otherwise one frozen copy of the start
-    # (TRL would load it again from the model's path, which misses a resized vocabulary).
-    ref_model = None
-    full_parameter = config.peft_conf.peft_type == "NO_PEFT"
-    if full_parameter and not config.training_args.get("precompute_ref_log_probs"):
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    # Reference: with an adapter, TRL's (the adapter's initial state, no model copy); a frozen
+    # copy of the start only for a full fine-tune without precomputed reference log-probs.
+    ref_model = stages.reference_model(ctx, model)
 
     kwargs = stages.trainer_kwargs(ctx)
     seed = int(kwargs.get("seed", training_arg_default("kto", "seed")))

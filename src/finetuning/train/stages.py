@@ -165,6 +165,23 @@ def prepare_model(ctx: RunContext, score_head: bool = False) -> tuple[Any, bool]
     return apply_adapter(config, model, resized), resized
 
 
+def reference_model(ctx: RunContext, model: Any) -> Any:
+    """The frozen reference of a method that has one (DPO, KTO), or None where TRL needs none.
+
+    With an adapter, TRL takes the base with the adapter disabled (no copy); with precomputed
+    reference log-probs, none is kept. Otherwise one frozen copy of the start: TRL would load it
+    again from the model's path, which misses a resized vocabulary.
+    """
+    import copy
+
+    config = ctx.plan.config
+    if config.peft_conf.peft_type != "NO_PEFT" or config.training_args.get(
+        "precompute_ref_log_probs"
+    ):
+        return None
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
 def trainer_kwargs(ctx: RunContext) -> dict[str, Any]:
     """Keyword arguments for TrainingArguments / DPOConfig, tracking included."""
     plan = ctx.plan
