@@ -62,7 +62,8 @@ def _child(spec_path: str, result_path: str) -> None:
     from finetuning.config.loading import load_config_dict
     from finetuning.data import preflight
     from finetuning.model import attention
-    from finetuning.train import sft, stages
+    from finetuning.train import stages
+    from finetuning.train.methods import sft
 
     marks["imports"] = time.time() - process_start
     # stages.start builds the plan, whose data side (tokenizer, data, preflight report) runs

@@ -138,7 +138,7 @@ def _common_config(spec: dict) -> dict:
 
 def run_ours(spec: dict, record: dict) -> None:
     from finetuning.config.loading import load_config_dict
-    from finetuning.train import sft
+    from finetuning.train.methods import sft
 
     config = {**_common_config(spec), "sft_args": {"max_seq_length": spec["max_length"]}}
     summary = sft.run(load_config_dict(config, "sft"))
@@ -147,7 +147,7 @@ def run_ours(spec: dict, record: dict) -> None:
 
 def run_ours_dpo(spec: dict, record: dict) -> None:
     from finetuning.config.loading import load_config_dict
-    from finetuning.train import dpo
+    from finetuning.train.methods import dpo
 
     config = _common_config(spec)
     config["training_args"].update(

@@ -225,7 +225,7 @@ def record_trainer_batches(monkeypatch) -> list[dict[str, Any]]:
 def sigterm_at_step(monkeypatch, step: int) -> None:
     """Make the next in-process run send itself SIGTERM when optimizer step ``step`` ends.
 
-    The engine's own handler (``train/interrupts.py``) then finishes the step, saves a checkpoint
+    The engine's own handler (``train/safety/interrupts.py``) then finishes the step, saves a checkpoint
     and stops with ``EXIT_PREEMPTED``, as it does for a scheduler's SIGTERM; only the sender is
     the test. Pair it with ``finetuning.cli.main([...])`` to test preemption and resume without
     paying a subprocess start for each launch.

@@ -40,7 +40,7 @@ def test_known_harmless_library_messages_are_filtered_unless_debug(level):
 
 
 def test_log_lines_are_numbers_with_one_rate():
-    from finetuning.train.callbacks import ReadableProgressCallback, ThroughputCallback
+    from finetuning.train.reporting.callbacks import ReadableProgressCallback, ThroughputCallback
 
     written = []
     progress = ReadableProgressCallback()
@@ -68,7 +68,7 @@ def _warning(*lines: str) -> logging.LogRecord:
 
 
 def test_resume_steps_warning_only_for_values_that_differ():
-    from finetuning.train.logs import SameStepsFilter
+    from finetuning.train.reporting.logs import SameStepsFilter
 
     same = SameStepsFilter(lambda: 119)
     agree = [
@@ -85,7 +85,7 @@ def test_resume_steps_warning_only_for_values_that_differ():
 def test_resumed_run_rate_counts_only_the_resumed_tokens():
     from pathlib import Path
 
-    from finetuning.train.summary import summarize
+    from finetuning.train.reporting.summary import summarize
 
     trainer = SimpleNamespace(
         state=SimpleNamespace(log_history=[], num_input_tokens_seen=56217, global_step=119)

@@ -134,3 +134,42 @@ def test_the_checker_sees_a_cycle_and_a_nested_import(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from finetuning.cli import main\n")
     assert imports_of(module) == [(2, "finetuning.cli")]
+
+
+#: Inside ``train``: the run machinery (``safety``) and the reporting never import a method or
+#: the plan, and the shared modules at the top of ``train`` (the plan, the stages) reach a
+#: method only through its plan hook (``methods.hooks``), never by importing a recipe.
+TRAIN_FOLDERS = ("methods", "safety", "reporting")
+
+
+def train_part(module: str) -> str:
+    """``finetuning.train.safety.lock`` -> "safety"; ``finetuning.train.plan`` -> "plan"."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 else "train"
+
+
+def test_train_folders_keep_methods_apart_from_run_machinery():
+    wrong = []
+    for path in sorted((PACKAGE / "train").rglob("*.py")):
+        source = module_name(path)
+        part = train_part(source)
+        for line, target in imports_of(path):
+            if layer_of(target) != "train" or train_part(target) == part:
+                continue
+            where = f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}"
+            if part in ("safety", "reporting") and train_part(target) in ("methods", "plan"):
+                wrong.append(where)
+            recipe = train_part(target) == "methods" and target != "finetuning.train.methods.hooks"
+            if part not in TRAIN_FOLDERS and recipe:
+                wrong.append(where)
+    assert not wrong, "train/ imports across its folders' direction:\n" + "\n".join(wrong)
+
+
+def test_every_method_recipe_and_plan_hook_lives_in_methods():
+    from finetuning.config.methods import METHODS
+
+    for method in METHODS.values():
+        for module in filter(None, (method.recipe, method.plan)):
+            assert module.startswith("finetuning.train.methods."), module
+            path = PACKAGE.parent / (module.replace(".", "/") + ".py")
+            assert path.is_file(), path

@@ -215,8 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _stopped_or_raise(exc: BaseException) -> int:
     """Exit codes of a signal outside the training loop and of a full disk; others re-raise."""
-    from finetuning.train.interrupts import Interrupted
-    from finetuning.train.writes import no_space_error
+    from finetuning.train.safety.interrupts import Interrupted
+    from finetuning.train.safety.writes import no_space_error
 
     if isinstance(exc, Interrupted):
         print(f"stopped: {exc}", file=sys.stderr)
@@ -229,8 +229,8 @@ def _stopped_or_raise(exc: BaseException) -> int:
 
 def _end_run() -> None:
     """Give back what a training run held: the output-dir lock and the signal handlers."""
-    if "finetuning.train.lock" in sys.modules:
-        from finetuning.train import interrupts, lock
+    if "finetuning.train.safety.lock" in sys.modules:
+        from finetuning.train.safety import interrupts, lock
 
         lock.release()
         interrupts.restore()

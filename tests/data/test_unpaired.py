@@ -213,7 +213,7 @@ def test_kto_dataset_is_shuffled_once_and_gets_trls_kl_completions():
     from finetuning.data.preference import _store
     from finetuning.data.prepare import EncodedSplit
     from finetuning.data.unpaired import UnpairedStore
-    from finetuning.train.kto import kto_dataset, pretokenized_trainer_class
+    from finetuning.train.methods.kto import kto_dataset, pretokenized_trainer_class
 
     completions = [np.asarray([10 + i], np.int64) for i in range(6)]
     store = UnpairedStore(

@@ -9,7 +9,7 @@ import pytest
 
 from finetuning.cli import main
 from finetuning.testing import synthetic_arithmetic, write_jsonl
-from finetuning.train.guards import EXIT_PREEMPTED
+from finetuning.train.safety.guards import EXIT_PREEMPTED
 from tests.e2e.test_sft import LORA
 from tests.helpers import minimal_grpo, sigterm_at_step, summary, write_config
 

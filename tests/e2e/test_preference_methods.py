@@ -17,7 +17,7 @@ import yaml
 
 from finetuning.cli import main
 from finetuning.testing import synthetic_feedback, write_jsonl
-from finetuning.train.guards import EXIT_PREEMPTED
+from finetuning.train.safety.guards import EXIT_PREEMPTED
 from tests.helpers import minimal_dpo, sigterm_at_step, summary, write_config
 
 pytestmark = pytest.mark.slow

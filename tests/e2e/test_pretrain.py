@@ -9,7 +9,7 @@ import pytest
 
 from finetuning.cli import main
 from finetuning.testing import synthetic_documents, write_jsonl
-from finetuning.train.guards import EXIT_PREEMPTED
+from finetuning.train.safety.guards import EXIT_PREEMPTED
 from tests.helpers import losses, minimal_pretrain, sigterm_at_step, summary, write_config
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from finetuning.cli import main
-from finetuning.train.guards import EXIT_PREEMPTED
+from finetuning.train.safety.guards import EXIT_PREEMPTED
 from tests.helpers import minimal_reward, sigterm_at_step, summary, write_config
 
 pytestmark = pytest.mark.slow

@@ -138,7 +138,7 @@ def test_completions_only_trains_only_assistant_spans(
     from transformers import AutoTokenizer
 
     from finetuning.config.loading import load_config
-    from finetuning.train import sft
+    from finetuning.train.methods import sft
 
     seen = record_trainer_batches(monkeypatch)
     out = tmp_path / "out"

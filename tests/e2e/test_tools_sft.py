@@ -34,7 +34,7 @@ def test_tool_and_reasoning_chats_train(template, tmp_path, tool_model, monkeypa
     from finetuning.config.data import ChatTemplateName
     from finetuning.config.loading import load_config
     from finetuning.data.templates import render
-    from finetuning.train import sft
+    from finetuning.train.methods import sft
 
     seen = record_trainer_batches(monkeypatch)
     rows = synthetic_tool_chats(24)

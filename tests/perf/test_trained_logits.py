@@ -134,7 +134,7 @@ def test_the_sft_recipe_computes_logits_only_where_labels_are_trained(
     import math
 
     from finetuning.config.loading import load_config
-    from finetuning.train import sft
+    from finetuning.train.methods import sft
     from tests.helpers import losses, minimal_sft, record_trainer_batches, write_config
 
     seen = record_trainer_batches(monkeypatch)

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from finetuning.cli import main
-from finetuning.train.checkpoints import checkpoint_problem
-from finetuning.train.guards import EXIT_PREEMPTED
+from finetuning.train.safety.checkpoints import checkpoint_problem
+from finetuning.train.safety.guards import EXIT_PREEMPTED
 from tests.helpers import minimal_sft, summary, write_config
 
 pytestmark = pytest.mark.slow

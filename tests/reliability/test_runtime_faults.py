@@ -27,7 +27,7 @@ from finetuning.data.encode import EncodeSettings, TokenStore
 from finetuning.data.prepare import cache_root, prepare_data
 from finetuning.errors import UserError
 from finetuning.testing import build_model, synthetic_chats, synthetic_preferences, write_jsonl
-from finetuning.train.checkpoints import checkpoint_problem, latest_checkpoint
+from finetuning.train.safety.checkpoints import checkpoint_problem, latest_checkpoint
 from tests.helpers import minimal_dpo, minimal_sft, write_config
 
 # --- 2: the output-dir lock -------------------------------------------------------------------
@@ -39,7 +39,7 @@ HOLD = (
 
 
 def test_a_live_holder_is_named_and_other_ranks_do_not_take_the_lock(tmp_path):
-    from finetuning.train import lock
+    from finetuning.train.safety import lock
 
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(tmp_path)],
@@ -68,13 +68,13 @@ def test_a_live_holder_is_named_and_other_ranks_do_not_take_the_lock(tmp_path):
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
-    from finetuning.train import lock
+    from finetuning.train.safety import lock
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = {"host": socket.gethostname(), "pid": dead.pid, "started": "yesterday"}
     (tmp_path / lock.LOCK_NAME).write_text(json.dumps(stale))  # left by a SIGKILLed run
-    with caplog.at_level(logging.WARNING, logger="finetuning.train.lock"):
+    with caplog.at_level(logging.WARNING, logger="finetuning.train.safety.lock"):
         lock.acquire(tmp_path)
     try:
         assert f"left by pid {dead.pid} on host {socket.gethostname()}" in caplog.text
@@ -217,7 +217,7 @@ def test_a_really_full_tmpfs_cache(tmp_path, monkeypatch, sft_conf, tiny_tokeniz
 
 
 def test_write_errors_from_a_full_disk_name_the_folder(tmp_path):
-    from finetuning.train.writes import no_space_error, watch
+    from finetuning.train.safety.writes import no_space_error, watch
 
     watch(tmp_path)
     plain = no_space_error(OSError(errno.ENOSPC, "No space left on device"))
@@ -253,7 +253,7 @@ def test_a_full_disk_while_writing_reports_is_exit_2(tmp_path, tiny_llama, chat_
 
 
 def test_the_run_handler_stops_before_training_and_defers_in_the_final_save():
-    from finetuning.train import interrupts
+    from finetuning.train.safety import interrupts
 
     previous = signal.getsignal(signal.SIGTERM)
     interrupts.install()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetuning.train.guards import EXIT_DIVERGED, EXIT_PREEMPTED
+from finetuning.train.safety.guards import EXIT_DIVERGED, EXIT_PREEMPTED
 from tests.helpers import minimal_sft, run_main, summary, write_config
 
 pytestmark = pytest.mark.slow
@@ -168,7 +168,7 @@ def test_non_finite_stop_message_names_the_step(
 
 
 def test_save_total_limit_keeps_a_complete_checkpoint(tmp_path, tiny_llama, chat_data_small):
-    from finetuning.train.checkpoints import checkpoint_problem
+    from finetuning.train.safety.checkpoints import checkpoint_problem
 
     out = tmp_path / "out"
     config = _config(

@@ -6,7 +6,7 @@ import pytest
 
 from finetuning.config.loading import load_config
 from finetuning.testing import synthetic_chats, write_jsonl
-from finetuning.train import sft
+from finetuning.train.methods import sft
 from tests.helpers import minimal_sft, write_config
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

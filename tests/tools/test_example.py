@@ -44,7 +44,7 @@ def test_generate_example_config_runs_on_the_trained_example(trained_chatml, tmp
 def test_dpo_example_trains_offline_on_the_example_model(tmp_path):
     from finetuning.config.loading import load_config
     from finetuning.tools.init import init_example
-    from finetuning.train import dpo
+    from finetuning.train.methods import dpo
 
     root = tmp_path / "example"
     init_example(root, rows=400)  # 100 preference rows: 6 steps, so one logged at step 5
@@ -57,7 +57,7 @@ def test_dpo_example_trains_offline_on_the_example_model(tmp_path):
 def test_grpo_example_trains_offline_on_the_example_model(tmp_path):
     from finetuning.config.loading import load_config_dict
     from finetuning.tools.init import init_example
-    from finetuning.train import grpo
+    from finetuning.train.methods import grpo
 
     root = tmp_path / "example"
     init_example(root, rows=64)
@@ -119,7 +119,7 @@ def test_preference_method_examples_train_offline_on_the_example_model(tmp_path)
 
 def test_reward_and_pretrain_examples_train_offline_on_the_example_model(tmp_path, trained_chatml):
     from finetuning.config.loading import load_config
-    from finetuning.train import pretrain, reward
+    from finetuning.train.methods import pretrain, reward
 
     root = trained_chatml.parent  # the session's `finetuning init` example, left unchanged
     for name in ("reward.yaml", "pretrain.yaml"):  # two steps of each, outputs under tmp_path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from finetuning.errors import UserError
-from finetuning.train.checkpoints import latest_checkpoint, resolve_resume
+from finetuning.train.safety.checkpoints import latest_checkpoint, resolve_resume
 
 
 def _checkpoint(root, name, complete=True):

@@ -7,7 +7,8 @@ import pytest
 from finetuning.config.loading import load_config_dict
 from finetuning.errors import UserError
 from finetuning.train.batch import resolve
-from finetuning.train.grpo_plan import generation_batch, lines
+from finetuning.train.methods.grpo_plan import generation_batch, lines
+from finetuning.train.methods.hooks import MethodChecks
 from tests.helpers import minimal_grpo
 
 
@@ -27,7 +28,7 @@ def test_total_counts_prompts_and_the_device_batch_counts_completions():
     resolved = resolve(config, world_size=2)
     assert (resolved.per_device_train, resolved.accumulation) == (4, 2)
     assert generation_batch(config, resolved) == (16, 2)  # one generation per optimizer step
-    text = "\n".join(lines(config, resolved, ()))
+    text = "\n".join(lines(config, resolved, MethodChecks()))
     assert "4 prompts x 4 generations = 16 completions per step" in text
 
 
@@ -78,7 +79,7 @@ def test_vllm_generation_is_refused_where_vllm_or_cuda_is_missing():
 
     import torch
 
-    from finetuning.train.grpo_plan import uses_vllm, vllm_problems
+    from finetuning.train.methods.grpo_plan import uses_vllm, vllm_problems
 
     raw = minimal_grpo()
     assert vllm_problems(load_config_dict(raw, "grpo").config) == []  # not asked for

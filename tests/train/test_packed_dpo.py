@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from finetuning.model import attention
-from finetuning.train.dpo import pretokenized_trainer_class
+from finetuning.train.methods.dpo import pretokenized_trainer_class
 
 
 def _rows(n=4, seed=0):
@@ -107,7 +107,7 @@ def test_packed_dpo_equals_padded_dpo(precompute, loss_type, tiny_llama, tmp_pat
 
 
 def test_packing_runs_one_row(tiny_llama, tmp_path):
-    from finetuning.train.packed_dpo import pack_padded
+    from finetuning.train.methods.packed_dpo import pack_padded
 
     trainer = _trainer(tiny_llama, tmp_path, packed=True, precompute=False)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])

@@ -14,7 +14,7 @@ from finetuning.testing import synthetic_chats, write_jsonl
 from finetuning.train.arguments import trainer_kwargs
 from finetuning.train.batch import resolve
 from finetuning.train.plan import build_plan
-from finetuning.train.summary import check_output_dir
+from finetuning.train.reporting.summary import check_output_dir
 from tests.helpers import minimal_dpo, minimal_sft, write_config
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetuning.train.report import figure, write_report
-from finetuning.train.summary import RunSummary
+from finetuning.train.reporting.report import figure, write_report
+from finetuning.train.reporting.summary import RunSummary
 
 
 def _history(dpo: bool) -> list[dict]:
@@ -91,7 +91,7 @@ def test_preference_methods_get_their_own_panels():
 
 
 def test_summary_line_names_the_methods_own_metrics():
-    from finetuning.train.summary import RunSummary
+    from finetuning.train.reporting.summary import RunSummary
 
     summary = RunSummary(
         steps=1, seconds=1.0, tokens=1, tokens_per_second=1.0, train_loss=0.5, eval_loss=None,

@@ -8,9 +8,9 @@ import pytest
 
 from finetuning.config.loading import load_config_dict
 from finetuning.errors import UserError
-from finetuning.train.report import figure
-from finetuning.train.reward import check_score_head_trains
-from finetuning.train.summary import RunSummary, summarize
+from finetuning.train.methods.reward import check_score_head_trains
+from finetuning.train.reporting.report import figure
+from finetuning.train.reporting.summary import RunSummary, summarize
 from tests.helpers import minimal_reward
 
 LORA = {"peft_type": "LORA", "peft_kwargs": {"r": 4}}

@@ -6,8 +6,8 @@ import pytest
 
 from finetuning.config.grpo import BUILTIN_REWARDS, RewardSpec
 from finetuning.errors import UserError
-from finetuning.train.reward_loading import RewardCall, RewardFailed, resolve_rewards
-from finetuning.train.rewards import (
+from finetuning.train.methods.reward_loading import RewardCall, RewardFailed, resolve_rewards
+from finetuning.train.methods.rewards import (
     BUILTINS,
     exact_answer,
     final_answer,

@@ -2,7 +2,7 @@
 
 A reward is named here, not imported: ``function`` is a built-in name, ``package.module:function``
 or ``path/to/file.py:function``. The run resolves and checks every reward in its plan, before the
-model loads (``finetuning.train.reward_loading``); this model only checks the shape of the spec.
+model loads (``finetuning.train.methods.reward_loading``); this model only checks the shape of the spec.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 
 from finetuning.config.strict import StrictModel
 
-#: The reward functions the engine ships (``finetuning.train.rewards``).
+#: The reward functions the engine ships (``finetuning.train.methods.rewards``).
 BUILTIN_REWARDS = ("exact_answer", "regex_format", "length", "think_format")
 
 _IMPORT_PATH = re.compile(r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*$")

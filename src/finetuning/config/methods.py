@@ -2,7 +2,7 @@
 
 A method is a subcommand (``finetuning <name> CONFIG``), a ``method:`` value in the config, a
 config model (``config/experiment.py: CONFIG_CLASSES``), a library config class whose fields
-``training_args`` takes, a row shape for its data and a recipe module beside ``train/sft.py``.
+``training_args`` takes, a row shape for its data and a recipe module beside ``train/methods/sft.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ class Method:
         data_type: The ``data_type`` the method sets on every data input.
         library_config: ``module:Class`` of the library config that ``training_args`` fills.
         recipe: The module whose ``run(loaded, cli_args)`` trains with this method.
+        plan: The module of the method's own plan checks, beside its recipe (see
+            :mod:`finetuning.train.methods.hooks`), or None when the shared plan is all it needs.
+            It must stay light to import: `validate` loads it, the recipe's libraries it must not.
     """
 
     name: str
@@ -33,6 +36,7 @@ class Method:
     data_type: str
     library_config: str
     recipe: str
+    plan: str | None = None
 
 
 METHODS: dict[str, Method] = {
@@ -44,7 +48,7 @@ METHODS: dict[str, Method] = {
             "chat",
             "ChatConversation",
             "transformers:TrainingArguments",
-            "finetuning.train.sft",
+            "finetuning.train.methods.sft",
         ),
         Method(
             "dpo",
@@ -52,7 +56,7 @@ METHODS: dict[str, Method] = {
             "preference",
             "DirectPreference",
             "trl:DPOConfig",
-            "finetuning.train.dpo",
+            "finetuning.train.methods.dpo",
         ),
         Method(
             "kto",
@@ -60,7 +64,8 @@ METHODS: dict[str, Method] = {
             "unpaired",
             "UnpairedPreference",
             "trl:KTOConfig",
-            "finetuning.train.kto",
+            "finetuning.train.methods.kto",
+            "finetuning.train.methods.kto_plan",
         ),
         Method(
             "orpo",
@@ -68,7 +73,7 @@ METHODS: dict[str, Method] = {
             "preference",
             "DirectPreference",
             "trl.experimental.orpo:ORPOConfig",
-            "finetuning.train.orpo",
+            "finetuning.train.methods.orpo",
         ),
         Method(
             "simpo",
@@ -76,7 +81,7 @@ METHODS: dict[str, Method] = {
             "preference",
             "DirectPreference",
             "trl.experimental.cpo:CPOConfig",
-            "finetuning.train.simpo",
+            "finetuning.train.methods.simpo",
         ),
         Method(
             "grpo",
@@ -84,7 +89,8 @@ METHODS: dict[str, Method] = {
             "prompt",
             "PromptOnly",
             "trl:GRPOConfig",
-            "finetuning.train.grpo",
+            "finetuning.train.methods.grpo",
+            "finetuning.train.methods.grpo_plan",
         ),
         Method(
             "reward",
@@ -92,7 +98,7 @@ METHODS: dict[str, Method] = {
             "preference",
             "DirectPreference",
             "trl:RewardConfig",
-            "finetuning.train.reward",
+            "finetuning.train.methods.reward",
         ),
         Method(
             "pretrain",
@@ -100,7 +106,7 @@ METHODS: dict[str, Method] = {
             "text",
             "RawText",
             "transformers:TrainingArguments",
-            "finetuning.train.pretrain",
+            "finetuning.train.methods.pretrain",
         ),
     )
 }

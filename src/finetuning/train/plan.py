@@ -29,13 +29,12 @@ from finetuning.data.tokenizer import TokenizerSetup
 from finetuning.errors import UserError
 from finetuning.model.hardware import hardware_problems
 from finetuning.tracking import Tracking, plan_tracking
-from finetuning.train import arguments, grpo_plan
+from finetuning.train import arguments
 from finetuning.train.batch import Resolved, base_learning_rate, resolve
-from finetuning.train.checkpoints import resolve_resume
-from finetuning.train.fingerprint import check_resume
-from finetuning.train.kto_plan import check_batch
-from finetuning.train.reward_loading import Reward, resolve_rewards
-from finetuning.train.summary import check_output_dir, estimated_checkpoint_bytes
+from finetuning.train.methods.hooks import NO_CHECKS, MethodChecks, plan_module
+from finetuning.train.reporting.summary import check_output_dir, estimated_checkpoint_bytes
+from finetuning.train.safety.checkpoints import resolve_resume
+from finetuning.train.safety.fingerprint import check_resume
 
 #: The header of ``resolved_config.yaml``; the learning rate below it is the one that trained.
 TRAINED_HEADER = (
@@ -65,7 +64,8 @@ class Plan:
         setup: The prepared tokenizer (template tokens, pad token); None with ``with_data=False``.
         data: The prepared training and validation data; None with ``with_data=False``.
         report: The data preflight report; None with ``with_data=False``.
-        rewards: GRPO: the reward functions, imported and checked (empty for other methods).
+        method_checks: What the method's own plan module found (its problems, GRPO's reward
+            functions); empty for the methods the shared plan serves alone.
     """
 
     config: ExperimentConfig
@@ -81,7 +81,12 @@ class Plan:
     setup: TokenizerSetup | None = None
     data: PreparedData | None = None
     report: PreflightReport | None = None
-    rewards: tuple[Reward, ...] = ()
+    method_checks: MethodChecks = NO_CHECKS
+
+    @property
+    def rewards(self) -> tuple:
+        """GRPO: the reward functions, imported and checked (empty for other methods)."""
+        return self.method_checks.rewards
 
     @property
     def new_basemodel_dir(self) -> Path:
@@ -151,8 +156,9 @@ class Plan:
                 "prompt": " (the prompt; longer prompts are left out)",
             }[rows_of(config.method)],
         ]
-        if rows_of(config.method) == "prompt":
-            out += grpo_plan.lines(config, r, self.rewards)
+        hook = plan_module(config.method)
+        if hook is not None and hasattr(hook, "lines"):
+            out += hook.lines(config, r, self.method_checks)
         if self.setup is not None:
             out.append(f"tokenizer: {self.setup.pad_note}")
         return out
@@ -190,16 +196,9 @@ def build_plan(
     """
     config = loaded.config
     resolved = resolve(config, world_size)
-    grpo = rows_of(config.method) == "prompt"
-    if config.method == "kto":
-        check_batch(config, resolved)
-    problems = tuple(hardware_problems(config))
-    rewards: tuple[Reward, ...] = ()
-    if grpo:  # generation arithmetic, vLLM, and the reward functions imported and checked
-        grpo_plan.generation_batch(config, resolved)
-        problems += tuple(grpo_plan.vllm_problems(config))
-        folder = grpo_plan.config_folder(loaded.path)
-        rewards = resolve_rewards(config.grpo_args.rewards, folder)
+    hook = plan_module(config.method)  # the method's own checks, beside its recipe
+    checks = hook.check(loaded, resolved) if hook is not None else NO_CHECKS
+    problems = tuple(hardware_problems(config)) + checks.problems
     if problems and hardware_must_fit:
         raise UserError(problems[0] + " (this machine cannot run the config as written)")
     output_dir, logging_dir = arguments.output_dirs(config)
@@ -217,8 +216,8 @@ def build_plan(
             num_workers=getattr(cli_args, "num_preprocess_workers", None),
             main_process_first=main_process_first,
         )
-        if grpo:  # the row keys the functions need, in every row
-            rewards = resolve_rewards(config.grpo_args.rewards, folder, report.data.rows)
+        if hook is not None:  # again with the rows (GRPO: the keys its rewards read)
+            checks = hook.check(loaded, resolved, report.data.rows)
     return Plan(
         config=config,
         notes=tuple(loaded.notes),
@@ -233,5 +232,5 @@ def build_plan(
         setup=report.setup if report else None,
         data=report.data if report else None,
         report=report,
-        rewards=rewards,
+        method_checks=checks,
     )

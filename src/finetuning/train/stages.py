@@ -32,22 +32,23 @@ from finetuning.tracking import (
     log_final_artifacts,
     open_command,
 )
-from finetuning.train import arguments, final_save, fingerprint, interrupts, lock, writes
-from finetuning.train.callbacks import (
+from finetuning.train import arguments
+from finetuning.train.plan import Plan, build_plan
+from finetuning.train.reporting.callbacks import (
     InferenceTokenizerCallback,
     ThroughputCallback,
     use_readable_progress,
 )
-from finetuning.train.guards import FiniteCheckCallback, Preempted, PreemptionCallback
-from finetuning.train.logs import SameStepsFilter
-from finetuning.train.plan import Plan, build_plan
-from finetuning.train.report import write_report
-from finetuning.train.summary import (
+from finetuning.train.reporting.logs import SameStepsFilter
+from finetuning.train.reporting.report import write_report
+from finetuning.train.reporting.summary import (
     RunSummary,
     check_writable,
     finished_run,
     summarize,
 )
+from finetuning.train.safety import final_save, fingerprint, interrupts, lock, writes
+from finetuning.train.safety.guards import FiniteCheckCallback, Preempted, PreemptionCallback
 
 logger = logging.getLogger(__name__)
 

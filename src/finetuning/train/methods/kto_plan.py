@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from finetuning.config.experiment import ExperimentConfig
 from finetuning.config.training_args import training_arg_default
 from finetuning.errors import UserError
 from finetuning.train.batch import Resolved
+from finetuning.train.methods.hooks import MethodChecks
 
 #: The loss that estimates no KL term, so needs neither micro-batches of two nor fixed order.
 NO_KL_LOSS = "apo_zero_unpaired"
+
+
+def check(loaded: Any, resolved: Resolved, rows: Any = None) -> MethodChecks:
+    """KTO's plan check (:mod:`finetuning.train.methods.hooks`): the batch settings."""
+    check_batch(loaded.config, resolved)
+    return MethodChecks()
 
 
 def check_batch(config: ExperimentConfig, resolved: Resolved) -> None:

@@ -18,7 +18,7 @@ from finetuning.config.loading import LoadedConfig
 from finetuning.data.encode import IGNORE
 from finetuning.data.prepare import EncodedSplit
 from finetuning.train import arguments, stages
-from finetuning.train.summary import RunSummary
+from finetuning.train.reporting.summary import RunSummary
 
 logger = logging.getLogger(__name__)
 

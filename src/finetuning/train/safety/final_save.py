@@ -2,7 +2,7 @@
 
 The model and tokenizer go to a temporary sibling folder (``.<name>.partial``) that is renamed
 to the final name once both are written. A SIGTERM or Ctrl-C meanwhile is deferred until the
-save is done (:func:`finetuning.train.interrupts.deferred`); a process killed outright leaves at
+save is done (:func:`finetuning.train.safety.interrupts.deferred`); a process killed outright leaves at
 most the temporary folder, which the next save replaces.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from finetuning.train import interrupts
+from finetuning.train.safety import interrupts
 
 logger = logging.getLogger(__name__)
 

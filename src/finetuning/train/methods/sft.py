@@ -11,7 +11,7 @@ from finetuning.model import attention
 from finetuning.model.packing import keeps_examples_apart
 from finetuning.train import arguments, stages
 from finetuning.train.loss import chunked_causal_lm_loss, keeps_trained_logits
-from finetuning.train.summary import RunSummary
+from finetuning.train.reporting.summary import RunSummary
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Resolving ``grpo_args.rewards`` into callables for TRL, checked before the model loads.
 
-A reward's ``function`` is a built-in (``finetuning.train.rewards``), ``package.module:function``
+A reward's ``function`` is a built-in (``finetuning.train.methods.rewards``), ``package.module:function``
 or ``path/to/file.py:function`` (relative to the config file). Each is imported once, when the
 plan is built; a missing module, file or function, a signature that cannot take what the run
 passes, a ``kwargs`` key the function does not accept, or a row column the function needs that
@@ -30,7 +30,7 @@ from typing import Any
 
 from finetuning.config.grpo import BUILTIN_REWARDS, RewardSpec
 from finetuning.errors import Problem, UserError, did_you_mean
-from finetuning.train.rewards import BUILTINS
+from finetuning.train.methods.rewards import BUILTINS
 
 #: What the trainer passes to every reward function besides the row's keys.
 TRAINER_ARGS = ("prompts", "completions", "completion_ids", "trainer_state")

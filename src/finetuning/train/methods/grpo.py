@@ -2,7 +2,7 @@
 
 Shaped like ``dpo.py``; what is GRPO's own: the prompts (token ids from our template plus the
 generation prompt, ``data/prompts.py``), the reward functions (resolved in the plan,
-``train/reward_loading.py``) and TRL's ``GRPOTrainer``, which samples ``num_generations``
+``train/methods/reward_loading.py``) and TRL's ``GRPOTrainer``, which samples ``num_generations``
 completions per prompt, scores them and computes the policy loss. Generation is transformers'
 ``generate`` by default, or vLLM inside the process with ``grpo_args.use_vllm``.
 """
@@ -18,9 +18,9 @@ from finetuning.config.loading import LoadedConfig
 from finetuning.data.prepare import EncodedSplit
 from finetuning.data.stop_tokens import stop_ids
 from finetuning.train import arguments, stages
-from finetuning.train.grpo_plan import uses_vllm
-from finetuning.train.reward_loading import RewardCall
-from finetuning.train.summary import RunSummary
+from finetuning.train.methods.grpo_plan import uses_vllm
+from finetuning.train.methods.reward_loading import RewardCall
+from finetuning.train.reporting.summary import RunSummary
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from finetuning.train.summary import RunSummary
+from finetuning.train.reporting.summary import RunSummary
 
 
 def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:

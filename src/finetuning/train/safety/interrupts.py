@@ -1,11 +1,11 @@
 """SIGTERM and Ctrl-C outside the training loop, for the whole run.
 
-Inside the loop :class:`~finetuning.train.guards.PreemptionCallback` turns a signal into "finish
+Inside the loop :class:`~finetuning.train.safety.guards.PreemptionCallback` turns a signal into "finish
 this step, save a checkpoint, exit 75"; it installs its handler when training begins and puts
 this module's handler back when training ends. Outside the loop:
 
 - before training (preprocessing, model loading): the run stops at once with exit code 75
-  (:data:`~finetuning.train.guards.EXIT_PREEMPTED`). Everything written before training is
+  (:data:`~finetuning.train.safety.guards.EXIT_PREEMPTED`). Everything written before training is
   written atomically (the data cache goes to a temporary folder that is renamed when complete),
   so nothing is left half-written and the same command can simply run again;
 - inside :func:`deferred` (the final save): the signal is remembered, the save finishes, and the
@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from finetuning.train.guards import EXIT_PREEMPTED
+from finetuning.train.safety.guards import EXIT_PREEMPTED
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from finetuning.config.loading import LoadedConfig
 from finetuning.config.training_args import training_arg_default
 from finetuning.data.prepare import EncodedSplit
 from finetuning.train import arguments, stages
-from finetuning.train.summary import RunSummary
+from finetuning.train.reporting.summary import RunSummary
 
 logger = logging.getLogger(__name__)
 

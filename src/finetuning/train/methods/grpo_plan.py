@@ -19,6 +19,20 @@ from typing import Any
 from finetuning.config.training_args import training_arg_default
 from finetuning.errors import UserError
 from finetuning.train.batch import Resolved, sequences_per_prompt
+from finetuning.train.methods.hooks import MethodChecks
+from finetuning.train.methods.reward_loading import resolve_rewards
+
+
+def check(loaded: Any, resolved: Resolved, rows: Any = None) -> MethodChecks:
+    """GRPO's plan check (:mod:`finetuning.train.methods.hooks`).
+
+    The generation batch arithmetic, what vLLM needs, and the reward functions: imported and
+    checked for their signatures, and, once ``rows`` are given, for the row keys they read.
+    """
+    config = loaded.config
+    generation_batch(config, resolved)
+    rewards = resolve_rewards(config.grpo_args.rewards, config_folder(loaded.path), rows)
+    return MethodChecks(problems=tuple(vllm_problems(config)), rewards=tuple(rewards))
 
 
 def generation_batch(config: Any, resolved: Resolved) -> tuple[int, int]:
@@ -102,7 +116,7 @@ def vllm_problems(config: Any) -> list[str]:
     return problems
 
 
-def lines(config: Any, resolved: Resolved, rewards: tuple) -> list[str]:
+def lines(config: Any, resolved: Resolved, checks: MethodChecks) -> list[str]:
     """The GRPO lines of the plan (what `finetuning validate` prints)."""
     total = config.batchsize_conf.total_train_batch_size
     groups = sequences_per_prompt(config)
@@ -118,7 +132,7 @@ def lines(config: Any, resolved: Resolved, rewards: tuple) -> list[str]:
         f"micro-step(s); beta {beta} ({'with' if beta else 'no'} reference model / KL); "
         f"generation: {backend}",
     ]
-    for r in rewards:
+    for r in checks.rewards:
         out.append(
             f"reward {r.name}: {r.source} x {r.weight:g}" + (f" {r.kwargs}" if r.kwargs else "")
         )

@@ -5,7 +5,7 @@ The SFT recipe's stages in the same order, on another kind of data: raw-text doc
 document and long documents cut into chunks (``sft_args.length_handling: chunk``, the default
 here); see :mod:`finetuning.data.text`. The plan prepares that data (mixing, splitting, the
 cache and the preflight as for SFT); from there on the examples are SFT's: the same padding-free
-packing, loss and ``Trainer`` (:func:`finetuning.train.sft.causal_lm_trainer`).
+packing, loss and ``Trainer`` (:func:`finetuning.train.methods.sft.causal_lm_trainer`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from finetuning.config.loading import LoadedConfig
 from finetuning.train import stages
-from finetuning.train.sft import causal_lm_trainer
-from finetuning.train.summary import RunSummary
+from finetuning.train.methods.sft import causal_lm_trainer
+from finetuning.train.reporting.summary import RunSummary
 
 
 def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:

@@ -11,7 +11,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from finetuning.config.data import ChatTemplateName
 from finetuning.data.tokenizer import save_for_inference
-from finetuning.train.logs import readable_logs
+from finetuning.train.reporting.logs import readable_logs
 
 
 class ThroughputCallback(TrainerCallback):

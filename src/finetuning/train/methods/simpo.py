@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from finetuning.config.loading import LoadedConfig
-from finetuning.train.paired import run_reference_free
-from finetuning.train.summary import RunSummary
+from finetuning.train.methods.paired import run_reference_free
+from finetuning.train.reporting.summary import RunSummary
 
 
 def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:

@@ -176,7 +176,7 @@ def check_resume(config: ExperimentConfig, resume: str | None) -> None:
 
 def record(config: ExperimentConfig, output_dir: Path) -> None:
     """Write the fingerprint of ``config`` into ``output_dir`` (main process only)."""
-    from finetuning.train.writes import atomic_write_text
+    from finetuning.train.safety.writes import atomic_write_text
 
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / FILE_NAME, json.dumps(fingerprint(config), indent=1) + "\n")

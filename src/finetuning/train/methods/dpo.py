@@ -15,8 +15,9 @@ from finetuning.data.collate import PaddingFreeCollator
 from finetuning.data.prepare import EncodedSplit
 from finetuning.model import attention
 from finetuning.model.packing import keeps_examples_apart
-from finetuning.train import arguments, packed_dpo, stages
-from finetuning.train.summary import RunSummary
+from finetuning.train import arguments, stages
+from finetuning.train.methods import packed_dpo
+from finetuning.train.reporting.summary import RunSummary
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def pretokenized_trainer_class(packed: bool = False) -> type:
     their common token prefix). Our datasets are already tokenised from our templates, with the
     prompt/completion boundary checked, so the one hook that prepares datasets returns them as
     they are. With ``packed``, the policy's and the reference's forwards run each micro-batch as
-    one packed row (:mod:`finetuning.train.packed_dpo`), wrapped on their first use (the loss or
+    one packed row (:mod:`finetuning.train.methods.packed_dpo`), wrapped on their first use (the loss or
     the reference log-probs). The training loop and the loss are TRL's.
     """
     from trl import DPOTrainer
