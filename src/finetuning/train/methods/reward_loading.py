@@ -80,6 +80,24 @@ class RewardFailed(UserError):
     """A reward function raised or returned something unusable while training."""
 
 
+class _Tee:
+    """Writes to ``stream`` and keeps the end of what was written (the error quotes its last
+    line); a logging handler the module made on it stays usable after the import."""
+
+    def __init__(self, stream: Any):
+        self.stream, self.tail = stream, ""
+
+    def write(self, text: str) -> int:
+        self.tail = (self.tail + text)[-4096:]
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 @contextlib.contextmanager
 def _guarded_import(what: str, where: str) -> Iterator[None]:
     """Run a user module's top level so that nothing it does at import ends the run unnamed.
@@ -87,17 +105,18 @@ def _guarded_import(what: str, where: str) -> Iterator[None]:
     A reward file is often a script: at import it may call ``sys.exit``, read ``input()`` or run
     an argparse ``parse_args()`` on the engine's own command line. While it is imported,
     ``sys.argv`` is just its name and stdin is empty (``input()`` raises EOFError instead of
-    waiting); what it prints to stderr is held back and shown with the error (or passed on).
+    waiting); what it prints to stderr still goes there, and its last line is quoted in the
+    error (argparse's reason).
 
     Raises:
         UserError: The import raised, exited or was interrupted, naming ``where``.
     """
     saved = sys.argv, sys.stdin
     sys.argv, sys.stdin = [what], io.StringIO()
-    captured = io.StringIO()
+    captured = _Tee(sys.stderr)
     failure: str | None = None
     try:
-        with contextlib.redirect_stderr(captured):
+        with contextlib.redirect_stderr(captured):  # type: ignore[type-var]
             yield
     except UserError:
         raise
@@ -114,9 +133,8 @@ def _guarded_import(what: str, where: str) -> Iterator[None]:
             failure += " (it reads input() at import; a reward file cannot read input)"
     finally:
         sys.argv, sys.stdin = saved
-    said = [line for line in captured.getvalue().splitlines() if line.strip()]
+    said = [line for line in captured.tail.splitlines() if line.strip()]
     if failure is None:
-        sys.stderr.write(captured.getvalue())
         return
     if said:
         failure += f"; it printed: {said[-1].strip()}"
