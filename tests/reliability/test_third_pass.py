@@ -182,3 +182,23 @@ def test_a_resume_problem_and_bad_rows_are_reported_together(tmp_path, tiny_llam
         assert "run_conf.resume_from_checkpoint" in err
         assert "d.jsonl:4: `messages` must be a list of messages" in err
         assert "Traceback" not in err
+
+
+# --- 8: the tokenizer in the resume fingerprint -------------------------------------------------
+
+
+def test_a_fingerprint_from_before_the_tokenizer_was_recorded_still_resumes(tmp_path, tiny_llama):
+    from finetuning.errors import UserError
+    from finetuning.train.safety.fingerprint import FILE_NAME, check_resume, fingerprint
+
+    config = load_config_dict(minimal_sft(tiny_llama), "sft").config
+    stored = fingerprint(config)
+    assert set(stored["tokenizer"]) == {"use_fast", "files_sha256"}
+    resume = str(tmp_path / "checkpoint-2")
+    del stored["tokenizer"]  # written by an older version
+    (tmp_path / FILE_NAME).write_text(json.dumps(stored))
+    check_resume(config, resume)  # nothing to compare with: not a change
+    stored["tokenizer"] = {"use_fast": True, "files_sha256": "0" * 64}
+    (tmp_path / FILE_NAME).write_text(json.dumps(stored))
+    with pytest.raises(UserError, match=r"tokenizer\.files_sha256"):
+        check_resume(config, resume)
