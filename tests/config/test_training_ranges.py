@@ -113,3 +113,31 @@ def test_non_finite_weights_and_multipliers_are_errors(value):
         load_config_dict(mix, "sft")
     with pytest.raises(UserError, match=r"overrides\.lr_multiplier"):
         load_config_dict(minimal_sft(overrides={"lr_multiplier": value}), "sft")
+
+
+@pytest.mark.parametrize(
+    ("method", "key", "value", "message"),
+    [
+        ("kto", "desirable_weight", -1, "must be > 0"),
+        ("kto", "undesirable_weight", 0, "must be > 0"),
+        ("simpo", "cpo_alpha", -1.0, "must be >= 0"),
+        ("simpo", "simpo_gamma", -0.5, "must be >= 0"),
+        ("orpo", "beta", 0.0, "must be > 0"),
+        ("grpo", "temperature", 0.0, "must be > 0"),
+        ("grpo", "top_k", -1, "must be >= 0"),
+        ("grpo", "min_p", 1.5, "must be >= 0 and <= 1"),
+        ("grpo", "delta", 1.0, "must be > 1"),
+        ("grpo", "epsilon_high", -0.1, "must be >= 0"),
+        ("grpo", "top_entropy_quantile", 2.0, "must be >= 0 and <= 1"),
+    ],
+)
+def test_the_new_methods_weights_and_coefficients_have_ranges(method, key, value, message):
+    """TRL 1.16 accepts each of these and trains something else than asked (issue 25, item 1)."""
+    from tests.helpers import MINIMAL
+
+    raw = MINIMAL[method]()
+    raw["training_args"][key] = value
+    with pytest.raises(UserError, match=f"training_args.{key}: {message}"):
+        load_config_dict(raw, method)
+    raw["training_args"][key] = {"delta": 1.5, "cpo_alpha": 1.5, "top_k": 50}.get(key, 0.5)
+    load_config_dict(raw, method)  # a value inside the range loads

@@ -34,6 +34,8 @@ def places(tmp_path_factory, tiny_llama):
         "DATA": str(write_jsonl(root / "good.jsonl", synthetic_chats(8))),
         "PREFS": str(write_jsonl(root / "prefs.jsonl", synthetic_preferences(8))),
         "DIR": str(root),
+        # Reward files and rows the method-specific cases read (not cases themselves).
+        "SUPPORT": str(CORPUS / "support"),
     }
 
 

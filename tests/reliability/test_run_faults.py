@@ -206,3 +206,26 @@ def test_a_second_run_on_the_same_output_dir_exits_2_naming_the_first(
     assert first.returncode == EXIT_PREEMPTED, log.read_text()[-3000:]
     assert "stopped by SIGTERM" in log.read_text()
     assert not (out / lock_name).exists()  # given back at the end of the first run
+
+
+def test_resuming_with_another_tokenizer_is_refused(lora_run, tmp_path, tiny_llama, capsys):
+    """The fingerprint hashes the tokenizer's files: a renamed copy (replace_tokens) is another
+    tokenizer, while the same files in another folder resume as before."""
+    from finetuning.tools.replace_tokens import replace_tokens
+    from finetuning.train.safety.fingerprint import TOKENIZER_FILES
+
+    config, out = _copy(lora_run, tmp_path)
+    renamed = replace_tokens(tiny_llama, tmp_path / "renamed", {"<unk>": "<|unknown|>"})
+    same = tmp_path / "same"
+    same.mkdir()
+    for name in TOKENIZER_FILES:
+        if (Path(tiny_llama) / name).is_file():
+            shutil.copy(Path(tiny_llama) / name, same / name)
+    config["run_conf"]["tokenizer"] = str(renamed)
+    code = main(["validate", str(write_config(tmp_path / "c.yaml", config)), "--config-only"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"cannot resume {out / 'checkpoint-4'}" in err and "tokenizer.files_sha256" in err
+    config["run_conf"]["tokenizer"] = str(same)
+    code = main(["validate", str(write_config(tmp_path / "c.yaml", config)), "--config-only"])
+    assert code == 0, capsys.readouterr().err

@@ -380,8 +380,8 @@ def test_generate_refuses_input_as_output(tmp_path, no_model, capsys):
             b'[{"role": "user", "content": "a"}]\n',
             ":1: a row needs `prompt_messages` or `messages`",
         ),
-        (b'{"prompt_messages": "hello"}\n', ":1: `prompt_messages` must be a non-empty list"),
-        (b'{"messages": [["user", "hi"]]}\n', ":1: `messages[0]` must be a message"),
+        (b'{"prompt_messages": "hello"}\n', ":1: `prompt_messages` must be a list of messages"),
+        (b'{"messages": [["user", "hi"]]}\n', ":1: messages[0] must be an object with `role`"),
     ],
 )
 def test_bad_generate_input_leaves_the_old_output_alone(content, expected, tmp_path, no_model,

@@ -100,3 +100,15 @@ def test_console_script_and_subcommand(reserved, tmp_path, capsys):
     assert main([str(reserved), str(tmp_path / "a"), *args]) == 2  # not empty
     assert "already exists" in capsys.readouterr().err
     assert main([str(reserved), str(tmp_path / "c"), "--from", "<|reserved_0|>"]) == 2
+
+
+@pytest.mark.parametrize("new", ["", "   ", "\n"])
+def test_an_empty_or_blank_new_token_is_refused(reserved, tmp_path, capsys, new):
+    """A special token "" would be written and match nowhere: exit 2, nothing written."""
+    out = tmp_path / "out"
+    code = cli_main(["replace-tokens", str(reserved), str(out), "--from", "<|reserved_0|>",
+                     "--to", new])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"--to {new!r} is empty or only whitespace" in err and "Traceback" not in err
+    assert not out.exists()

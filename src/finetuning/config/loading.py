@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import types
 import typing
@@ -100,6 +101,16 @@ def load_config_dict(
         or (tuple(parts) in FOLDER_FIELDS and (message := not_a_folder(value)))
     ]
     if path_problems:
+        # Every problem at once: a data file that is missing too is named in the same report
+        # (the data's other checks run in the plan, which also reports them together).
+        path_problems += [
+            Problem(f"data file not found: {value}", _where(name, root, parts))
+            for parts, value in path_values(data)
+            if parts[0] == "data_conf"
+            and parts[-1] == "path"
+            and not os.path.exists(value)
+            and not unexpanded_variable(value)
+        ]
         raise UserError(path_problems, header=f"{name} names paths that cannot be used:")
     notes = _normalise_data_types(data, method)
     if isinstance(data.get("training_args"), dict):

@@ -100,16 +100,44 @@ RANGES: dict[str, Range] = {
 }
 
 
+#: A loss weight of KTO (TRL 1.16 KTOConfig: "losses are weighed by this factor"): a negative
+#: one turns the objective around, 0 leaves that kind of example out of the loss.
+_KTO_WEIGHT = Range(
+    0,
+    low_open=True,
+    meaning="a loss weight: negative reverses the objective and 0 ignores those examples; "
+    "leave the rows out instead of weighting them 0",
+)
+#: CPO and SimPO (TRL 1.16 CPOConfig): the weight of the behaviour-cloning (NLL) term and the
+#: SimPO target reward margin; a negative weight trains the chosen answers away, a negative
+#: margin asks for rejected above chosen.
+_CPO = {
+    "cpo_alpha": Range(0, meaning="the weight of the chosen answers' NLL term; 0 turns it off"),
+    "simpo_gamma": Range(0, meaning="the target margin of chosen over rejected rewards"),
+}
+
 #: Method -> ranges that differ from :data:`RANGES` (or that only that method's fields have).
+#: ``beta`` (> 0 in :data:`RANGES`) is DPO's and KTO's KL strength, ORPO's odds-ratio weight
+#: (lambda in the ORPO paper) and CPO/SimPO's reward scale: every one of them > 0.
 METHOD_RANGES: dict[str, dict[str, Range]] = {
+    "kto": {"desirable_weight": _KTO_WEIGHT, "undesirable_weight": _KTO_WEIGHT},
+    "simpo": dict(_CPO),
     "grpo": {
         "beta": Range(0, meaning="0 loads no reference model and adds no KL penalty"),
         "num_generations": Range(2, meaning="a group needs at least 2 completions"),
         "num_generations_eval": Range(1),
         "num_iterations": _AT_LEAST_ONE,
-        "temperature": _POSITIVE,
+        "temperature": Range(0, low_open=True, meaning="sampling temperature; 0 is not sampling"),
         "top_p": Range(0, 1, low_open=True),
-        "epsilon": _NON_NEGATIVE,
+        "top_k": Range(0, meaning="0 turns top-k filtering off"),
+        "min_p": Range(0, 1),
+        "repetition_penalty": _POSITIVE,
+        "epsilon": Range(0, meaning="the clipping range of the probability ratio"),
+        "epsilon_high": Range(0, meaning="the upper clipping range of the probability ratio"),
+        "delta": Range(1, low_open=True, meaning="an upper bound of the probability ratio"),
+        "sapo_temperature_neg": _POSITIVE,
+        "sapo_temperature_pos": _POSITIVE,
+        "top_entropy_quantile": Range(0, 1),
     },
 }
 

@@ -16,6 +16,7 @@ from finetuning.data.encode import IGNORE, EncodeSettings
 from finetuning.data.messages import is_agent_row
 from finetuning.data.preference import PreferenceStore
 from finetuning.data.prepare import EncodedSplit, PreparedData, prepare_data
+from finetuning.data.prompts import RESERVED_KEYS
 from finetuning.data.templates import end_marker
 from finetuning.data.tokenizer import TokenizerSetup, load_tokenizer, setup_tokenizer
 from finetuning.data.unpaired import FROM_PAIR, balance_lines, desirable_counts
@@ -189,10 +190,16 @@ def _prompt_lines(data: PreparedData, report: PreflightReport) -> None:
         f"tokens: {int(lengths.sum())} in training prompts (completions are generated while "
         "training)"
     )
-    keys = sorted({k for r in data.rows for k in r if k != "prompt_messages" and k[0] != "_"})
+    found = {k for r in data.rows for k in r if k != "prompt_messages" and k[0] != "_"}
+    keys = sorted(found - set(RESERVED_KEYS))
     report.lines.append(
         "row keys passed to the reward functions: " + (", ".join(keys) if keys else "(none)")
     )
+    if reserved := sorted(found & set(RESERVED_KEYS)):
+        report.warnings.append(
+            f"rows carry {', '.join(reserved)}, which TRL reserves for its own columns: those "
+            "keys are not passed to the reward functions (rename them to pass them)"
+        )
 
 
 def build_report(
@@ -240,7 +247,8 @@ def build_report(
     if counts.get("identical_dropped"):
         warnings.append(
             f"{counts['identical_dropped']} preference rows have identical chosen and rejected "
-            "completions (after tokenisation) and were dropped: DPO learns nothing from them"
+            f"completions (after tokenisation) and were dropped: {config.method} learns nothing "
+            "from them"
         )
     valid = len(data.valid) if data.valid is not None else 0
     lines.append(f"training rows: {len(data.train)}; validation rows: {valid}")

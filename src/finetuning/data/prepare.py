@@ -49,7 +49,7 @@ from finetuning.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: KTO marks the examples of identical preference pairs
 
 
 def cache_root() -> Path:
@@ -320,10 +320,12 @@ def prepare_data(
     mixed_idx = train_idx
     train_idx = train_idx[usable[train_idx]]
     identical = int((status == IDENTICAL).sum())
+    if rows_of(method) == "unpaired":
+        identical //= 2  # both examples of an identical pair are marked: count rows
     if not len(train_idx) and len(mixed_idx) and (status[mixed_idx] == IDENTICAL).all():
         raise UserError(
             f"every preference row has identical chosen and rejected completions ({identical} "
-            "rows, compared after tokenisation): DPO learns nothing from them. Check that "
+            f"rows, compared after tokenisation): {method} learns nothing from them. Check that "
             "chosen_messages and rejected_messages hold different answers"
         )
     if not len(train_idx):

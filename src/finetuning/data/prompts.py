@@ -26,6 +26,11 @@ from finetuning.data.preference import rendered_prompt
 from finetuning.data.templates import TemplateMismatch, UnsupportedRow
 from finetuning.errors import Problem, UserError
 
+#: Row keys TRL's GRPOTrainer reserves for its own columns (``_calculate_rewards`` in TRL 1.16
+#: passes every key of a row to the reward functions except these): a row's own ``prompt``,
+#: ``completion`` or ``completion_ids`` never reaches a reward function.
+RESERVED_KEYS = ("prompt", "completion", "completion_ids")
+
 
 def prompt_ids(row: dict[str, Any], tokenizer: Any, settings: EncodeSettings) -> list[int]:
     """The token ids of a row's prompt: rendered messages, generation prompt, BOS if needed."""

@@ -9,6 +9,7 @@ JSONL, so problems are still located by line. Parquet files and folders written 
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,14 @@ def decompressed_text(path: Path) -> str:
             data = gzip.decompress(path.read_bytes())
         else:
             data = _zstd_decompress(path)
-    except (OSError, EOFError, ValueError) as exc:
-        raise UserError(Problem(f"cannot decompress: {exc}", str(path))) from None
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        raise UserError(
+            Problem(
+                f"cannot decompress: {exc} (the file is truncated or corrupt: copy or "
+                "compress it again)",
+                str(path),
+            )
+        ) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -62,10 +69,29 @@ def _zstd_decompress(path: Path) -> bytes:
             "pip install 'finetuning[zstd]' (or pip install zstandard)"
         ) from None
     try:
-        with path.open("rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
-            return reader.read()
+        return _zstd_frames(zstandard.ZstdDecompressor(), path.read_bytes())
     except zstandard.ZstdError as exc:
         raise ValueError(str(exc)) from None
+
+
+def _zstd_frames(decompressor: Any, data: bytes) -> bytes:
+    """Every frame of a zstd stream, decompressed; a stream cut inside a frame is an error.
+
+    zstandard's ``stream_reader`` returns what it could decode of a truncated file without
+    complaint (a file cut at 60% loads half its rows), so each frame is decoded on its own and
+    must reach its end.
+
+    Raises:
+        EOFError: The data ends inside a frame (truncated).
+    """
+    parts = []
+    while data:
+        frame = decompressor.decompressobj()
+        parts.append(frame.decompress(data))
+        if not frame.eof:
+            raise EOFError("the zstd stream ends inside a frame")
+        data = frame.unused_data
+    return b"".join(parts)
 
 
 def _without_nulls(value: Any) -> Any:

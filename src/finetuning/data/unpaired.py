@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from finetuning.data.encode import (
+    IDENTICAL,
     IGNORE,
     OK,
     TOO_LONG,
@@ -39,6 +40,8 @@ KEYS = ("prompt_messages", "completion_messages", "label")
 PAIRED_KEYS = ("prompt_messages", "chosen_messages", "rejected_messages")
 #: Marks an example that came from a preference row (for the preflight's count).
 FROM_PAIR = "_unpaired_from"
+#: Marks both examples of a preference row whose chosen and rejected completions are the same.
+SAME_PAIR = "_unpaired_identical"
 
 
 def is_paired(record: dict[str, Any]) -> bool:
@@ -70,8 +73,15 @@ def check_row(record: dict[str, Any]) -> str:
 
 
 def unpair(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """One desirable and one undesirable example from a preference row (TRL's unpairing)."""
+    """One desirable and one undesirable example from a preference row (TRL's unpairing).
+
+    A row whose chosen and rejected completions are the same messages would train the same
+    completion as desirable and undesirable at once: both examples are marked
+    (:data:`SAME_PAIR`), encoded with the status ``IDENTICAL`` and dropped like the identical
+    pairs of DPO, ORPO, SimPO and reward rows (counted; an error when every row is one).
+    """
     shared = {k: v for k, v in record.items() if k not in PAIRED_KEYS}
+    same = record["chosen_messages"] == record["rejected_messages"]
     return [
         {
             **shared,
@@ -79,6 +89,7 @@ def unpair(record: dict[str, Any]) -> list[dict[str, Any]]:
             "completion_messages": record[key],
             "label": label,
             FROM_PAIR: True,
+            **({SAME_PAIR: True} if same else {}),
         }
         for key, label in (("chosen_messages", True), ("rejected_messages", False))
     ]
@@ -195,7 +206,7 @@ def encode_unpaired_chunk(
             continue
         full_lengths.append(len(prompt_ids) + len(completion))
         code, prompt_ids, completion = _truncate(prompt_ids, completion, settings)
-        status.append(code)
+        status.append(IDENTICAL if row.get(SAME_PAIR) and code != TOO_LONG else code)
         prompts.append(prompt_ids)
         completions.append(completion)
         labels.append(bool(row["label"]))
@@ -242,6 +253,12 @@ def balance_lines(
     warnings: list[str] = []
     n_d, n_u = max(desirable, 1), max(undesirable, 1)
     low, high = BALANCE_RANGE
+    if desirable_weight <= 0 or undesirable_weight <= 0:  # the config refuses these; say why
+        warnings.append(
+            f"desirable_weight {desirable_weight:g} / undesirable_weight {undesirable_weight:g}: "
+            "KTO's weights must be > 0, so no balance can be computed"
+        )
+        return lines, warnings
     des = (
         round(n_u * undesirable_weight / n_d * low, 2),
         round(n_u * undesirable_weight / n_d * high, 2),

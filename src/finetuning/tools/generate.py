@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from finetuning.data.encode import needs_special_prefix
-from finetuning.data.messages import tool_name
+from finetuning.data.messages import check_messages, check_tools, tool_name
 from finetuning.data.rows import MAX_REPORTED, read_records
 from finetuning.errors import Problem, UserError
 from finetuning.tools.inference import load_for_inference
@@ -80,20 +80,14 @@ def generate_batch(
     return results
 
 
-def _check_messages(value: Any, key: str, where: str) -> list[dict[str, str]]:
-    if not isinstance(value, list) or not value:
-        found = type(value).__name__ if not isinstance(value, list) else "an empty list"
-        raise UserError(f"{where}: `{key}` must be a non-empty list of messages, not {found}")
-    for i, message in enumerate(value):
-        if not (
-            isinstance(message, dict)
-            and isinstance(message.get("role"), str)
-            and isinstance(message.get("content"), str)
-        ):
-            raise UserError(
-                f"{where}: `{key}[{i}]` must be a message "
-                '{"role": "...", "content": "..."} with string role and content'
-            )
+def _check_messages(value: Any, key: str, where: str) -> list[dict[str, Any]]:
+    """``value`` checked as training checks a row's messages (``data/messages.check_messages``).
+
+    Raises:
+        UserError: What the training data check finds, located at the row.
+    """
+    if problem := check_messages(value, key):
+        raise UserError(Problem(problem, where))
     return value
 
 
@@ -103,6 +97,8 @@ def _prompt_messages(row: Any, where: str) -> list[dict[str, str]]:
             f"{where}: a row must be a JSON object with `messages` or `prompt_messages`, "
             f"not a {type(row).__name__}"
         )
+    if row.get("tools") is not None and (problem := check_tools(row["tools"])):
+        raise UserError(Problem(problem, where))  # e.g. a JSON string instead of a list
     if "prompt_messages" in row:
         return _check_messages(row["prompt_messages"], "prompt_messages", where)
     if "messages" not in row:

@@ -334,6 +334,20 @@ def _changed(directory: Path) -> list[str] | None:
     return changed
 
 
+def _check_folder(directory: Path) -> None:
+    """Refuse a path that is, or lies under, something other than a folder (even with --force).
+
+    Raises:
+        UserError: ``directory`` or the nearest of its parents that exists is not a folder.
+    """
+    existing = directory
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        what = "is a file" if existing == directory else f"is under {existing}, a file"
+        raise UserError(f"{directory} {what}, not a folder: choose a new folder for the example")
+
+
 def init_example(directory: str | Path, rows: int = 2000, force: bool = False) -> Path:
     """Write the example into ``directory`` and print how to run it.
 
@@ -350,6 +364,7 @@ def init_example(directory: str | Path, rows: int = 2000, force: bool = False) -
         UserError: ``directory`` holds something other than an unchanged example, without force.
     """
     directory = Path(directory).resolve()
+    _check_folder(directory)
     config = directory / "sft.yaml"
     run_hint = (
         f"train it with:\n  finetuning sft {config}\n  finetuning dpo {directory / 'dpo.yaml'}"

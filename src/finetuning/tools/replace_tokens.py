@@ -66,7 +66,11 @@ def _check(data: dict[str, Any], mapping: dict[str, str]) -> None:
                 f"--from {old!r} is a regular token the BPE merges use: rename added or "
                 "reserved tokens only"
             )
-        if new in vocab:
+        if not new.strip():  # an empty special token matches nowhere and prints as nothing
+            problems.append(
+                f"--to {new!r} is empty or only whitespace: a token needs visible characters"
+            )
+        elif new in vocab:
             problems.append(f"--to {new!r} already is a token of this tokenizer")
     if len(set(mapping.values())) < len(mapping):
         problems.append("two --from tokens get the same --to name")

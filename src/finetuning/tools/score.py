@@ -22,6 +22,7 @@ from typing import Any
 from finetuning.config.data import ChatTemplateName
 from finetuning.data.preference import conversation_ids
 from finetuning.data.rows import read_rows
+from finetuning.errors import UserError
 from finetuning.tools.generate import _check_outputs, _check_positive, _write_atomically
 from finetuning.tools.inference import RESOLVED_CONFIG, load_for_inference
 
@@ -46,6 +47,67 @@ def run_template(model: str, adapter: str | None) -> ChatTemplateName:
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, ValueError):
         logger.info("no run config in %s: rendering with the tokenizer's own template", run_dir)
         return ChatTemplateName.KEEP_ORIGINAL
+
+
+def _tensor_names(folder: Path) -> set[str] | None:
+    """The tensor names of a local folder's safetensors weights (None: none to read)."""
+    if not folder.is_dir():
+        return None
+    names: set[str] = set()
+    try:
+        index = folder / "model.safetensors.index.json"
+        if index.is_file():
+            return set(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
+        for path in sorted(folder.glob("*.safetensors")):
+            with path.open("rb") as f:
+                header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+            names |= {k for k in header if k != "__metadata__"}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a damaged file: loading names it (check_weight_files)
+    return names or None
+
+
+def _architectures(folder: Path) -> list[str]:
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        return [str(a) for a in data.get("architectures") or []]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def check_score_head(model: str, adapter: str | None) -> None:
+    """Refuse a model whose score head was never trained (checked before anything loads).
+
+    Loaded as a sequence classifier, a checkpoint without ``score`` weights gets a new, randomly
+    initialised head: every score is noise, and different on every run. The head must be in
+    the adapter (a LoRA reward run saves it there) or, without one, in the model's weights (a
+    full reward run's ``checkpoint-final``). Hub ids and folders without safetensors weights
+    are not checked.
+
+    Raises:
+        UserError: The adapter or the model has no score weights (a causal LM, for instance).
+    """
+    source = Path(adapter or model)
+    names = _tensor_names(source)
+    if names is None or any(".score." in f".{name}" for name in names):
+        return
+    if adapter:
+        raise UserError(
+            f"--adapter {adapter}: the adapter has no score head (no `score` weights), so the "
+            "scores would come from a randomly initialised head: give the adapter of a "
+            "`finetuning reward` run (its checkpoint-final)"
+        )
+    kind = ", ".join(_architectures(source)) or "no sequence classifier"
+    hint = (
+        "; if it is the base of a LoRA reward run, add --adapter with that run's checkpoint-final"
+        if any(a.endswith("ForCausalLM") for a in _architectures(source))
+        else ""
+    )
+    raise UserError(
+        f"--model {model}: has no trained score head (no `score` weights; it is {kind}), so the "
+        "scores would come from a randomly initialised head, different on every run: give a "
+        f"`finetuning reward` run's checkpoint-final{hint}"
+    )
 
 
 def read_conversations(path: Path) -> tuple[list[dict[str, Any]], bool]:
@@ -145,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
     _check_positive(batch_size=args.batch_size)
     _check_outputs([args.input], args.output)
     rows, pairs = read_conversations(args.input)  # all checked before the output is touched
+    check_score_head(args.model, args.adapter)
     model, tokenizer = load_for_inference(args.model, args.adapter, args.tokenizer, score_head=True)
     if model.config.pad_token_id is None:  # batches are right-padded: the model must see it
         model.config.pad_token_id = tokenizer.pad_token_id

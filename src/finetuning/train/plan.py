@@ -26,7 +26,7 @@ from finetuning.data.encode import EncodeSettings
 from finetuning.data.preflight import PreflightReport, encode_settings, preflight
 from finetuning.data.prepare import PreparedData
 from finetuning.data.tokenizer import TokenizerSetup
-from finetuning.errors import UserError
+from finetuning.errors import Problem, UserError
 from finetuning.model.hardware import hardware_problems
 from finetuning.tracking import Tracking, plan_tracking
 from finetuning.train import arguments
@@ -129,11 +129,17 @@ class Plan:
             f", max_prompt_length {self.settings.max_prompt_length}, "
             f"truncation_mode {self.settings.truncation_mode}"
         )
+        hook = plan_module(config.method)
+        batch = (
+            hook.batch_line(config, r)  # GRPO: prompts and completions are different units
+            if hasattr(hook, "batch_line")
+            else f"batch: total {bs.total_train_batch_size} = {r.world_size} processes x "
+            f"{r.per_device_train} per device x {r.accumulation} accumulation; eval "
+            f"{r.per_device_eval} per device"
+        )
         out = [
             f"method: {config.method}; model: {config.run_conf.model}",
-            f"batch: total {bs.total_train_batch_size} = {r.world_size} processes x "
-            f"{r.per_device_train} per device x {r.accumulation} accumulation; eval "
-            f"{r.per_device_eval} per device",
+            batch,
             f"learning rate: {r.learning_rate:.3g} (x{overrides.lr_multiplier}, "
             f"{overrides.lr_batch_size_scaling} batch-size scaling)",
             f"output_dir: {self.output_dir}"
@@ -156,7 +162,6 @@ class Plan:
                 "prompt": " (the prompt; longer prompts are left out)",
             }[rows_of(config.method)],
         ]
-        hook = plan_module(config.method)
         if hook is not None and hasattr(hook, "lines"):
             out += hook.lines(config, r, self.method_checks)
         if self.setup is not None:
@@ -204,18 +209,31 @@ def build_plan(
     output_dir, logging_dir = arguments.output_dirs(config)
     full = config.peft_conf.peft_type == "NO_PEFT"
     checkpoint_bytes = estimated_checkpoint_bytes(config.run_conf.model, full)
-    check_output_dir(output_dir, checkpoint_bytes)
-    resume = resolve_resume(config.run_conf.resume_from_checkpoint, output_dir)
-    check_resume(config, resume)  # the config still fits the checkpoint (reads only)
-    tracking = plan_tracking(config, cli_args, output_dir)
+    # The output folder and the data are independent: a problem with the first is reported
+    # together with the data's (the README promises every problem at once).
+    outputs_problem, resume = None, None
+    try:
+        check_output_dir(output_dir, checkpoint_bytes)
+        resume = resolve_resume(config.run_conf.resume_from_checkpoint, output_dir)
+        check_resume(config, resume)  # the config still fits the checkpoint (reads only)
+    except UserError as exc:
+        outputs_problem = exc
+    if outputs_problem is not None and not with_data:
+        raise outputs_problem
+    tracking = None if outputs_problem else plan_tracking(config, cli_args, output_dir)
     settings = encode_settings(config)
     report = None
     if with_data:
-        report = preflight(
-            loaded,
-            num_workers=getattr(cli_args, "num_preprocess_workers", None),
-            main_process_first=main_process_first,
-        )
+        try:
+            report = preflight(
+                loaded,
+                num_workers=getattr(cli_args, "num_preprocess_workers", None),
+                main_process_first=main_process_first,
+            )
+        except UserError as exc:
+            raise exc if outputs_problem is None else _together(outputs_problem, exc) from None
+        if outputs_problem is not None:
+            raise outputs_problem
         if hook is not None:  # again with the rows (GRPO: the keys its rewards read)
             checks = hook.check(loaded, resolved, report.data.rows)
     return Plan(
@@ -234,3 +252,13 @@ def build_plan(
         report=report,
         method_checks=checks,
     )
+
+
+def _together(*errors: UserError) -> UserError:
+    """One error listing the problems of several (each error's header, then its problems)."""
+    problems: list[Problem] = []
+    for error in errors:
+        if error.header:
+            problems.append(Problem(error.header))
+        problems += error.problems
+    return UserError(problems, header="the run cannot start:")

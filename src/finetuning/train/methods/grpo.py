@@ -16,6 +16,7 @@ from typing import Any
 
 from finetuning.config.loading import LoadedConfig
 from finetuning.data.prepare import EncodedSplit
+from finetuning.data.prompts import RESERVED_KEYS as RESERVED
 from finetuning.data.stop_tokens import stop_ids
 from finetuning.train import arguments, stages
 from finetuning.train.methods.grpo_plan import uses_vllm
@@ -24,8 +25,6 @@ from finetuning.train.reporting.summary import RunSummary
 
 logger = logging.getLogger(__name__)
 
-#: Row keys TRL reserves for itself (its prompt and completion columns).
-RESERVED = ("prompt", "completion", "completion_ids")
 COMPLETIONS_FILE = "completions.jsonl"
 
 
@@ -182,4 +181,8 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
     )
 
     # Train, then save the final model (the adapter for PEFT) with an inference-ready tokenizer.
-    return stages.train_and_save(ctx, trainer, callbacks)
+    summary = stages.train_and_save(ctx, trainer, callbacks)
+    for call in trainer.reward_funcs:
+        if isinstance(call, RewardCall) and (note := call.none_note()):
+            logger.warning(note)
+    return summary

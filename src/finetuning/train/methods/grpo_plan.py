@@ -116,6 +116,18 @@ def vllm_problems(config: Any) -> list[str]:
     return problems
 
 
+def batch_line(config: Any, resolved: Resolved) -> str:
+    """The plan's batch line in its units: prompts per step, split as completions."""
+    total = config.batchsize_conf.total_train_batch_size
+    groups = sequences_per_prompt(config)
+    r = resolved
+    return (
+        f"batch: {total} prompts x {groups} generations = {total * groups} completions per step "
+        f"= {r.world_size} processes x {r.per_device_train} completions per device x "
+        f"{r.accumulation} accumulation; eval {r.per_device_eval} completions per device"
+    )
+
+
 def lines(config: Any, resolved: Resolved, checks: MethodChecks) -> list[str]:
     """The GRPO lines of the plan (what `finetuning validate` prints)."""
     total = config.batchsize_conf.total_train_batch_size

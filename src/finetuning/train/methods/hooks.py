@@ -9,6 +9,8 @@ instead of branching on the method. Such a module defines
   It raises :class:`~finetuning.errors.UserError` for what the method cannot run, and returns
   what this machine lacks for it and what the run takes from the check.
 - ``lines(config, resolved, checks) -> list[str]`` (optional): its lines of the printed plan.
+- ``batch_line(config, resolved) -> str`` (optional): the plan's batch line, for a method whose
+  total batch is not counted in the unit of the per-device batch (GRPO: prompts, completions).
 
 Plan modules stay light to import: `finetuning validate` loads them, and the recipe's
 libraries (TRL, the model) only the run does.

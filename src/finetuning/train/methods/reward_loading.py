@@ -12,32 +12,37 @@ prompt strings), ``completion_ids`` (token ids), ``trainer_state``, every other 
 (``answer``, ...; one value per completion), and its ``kwargs`` from the config. It returns one
 float (or None: not applicable) per completion. One that raises stops the run with a user error
 naming the function, the row (``file:line``) and the completion it failed on.
+
+None is TRL's "not applicable" (TRL 1.16, ``GRPOTrainer._generate_and_score_completions``): a
+completion's total reward is the weighted sum of the rewards that scored it, a completion no
+reward scored gets advantage 0 (it does not move the policy) and is left out of its group's
+mean, and a function's logged mean is over the completions it scored (NaN when it scored none).
+:class:`RewardCall` counts the Nones of each function; the run logs the counts at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 import inspect
 import math
 import re
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from finetuning.config.grpo import BUILTIN_REWARDS, RewardSpec
-from finetuning.errors import Problem, UserError, did_you_mean
+from finetuning.data.prompts import RESERVED_KEYS
+from finetuning.errors import Problem, UserError
+from finetuning.train.methods.reward_imports import resolve_function
 from finetuning.train.methods.rewards import BUILTINS
 
 #: What the trainer passes to every reward function besides the row's keys.
 TRAINER_ARGS = ("prompts", "completions", "completion_ids", "trainer_state")
+#: Parameter names no call ever fills: TRL keeps a row's own key of that name for itself.
+NEVER_PASSED = tuple(k for k in RESERVED_KEYS if k not in TRAINER_ARGS)
 #: What TRL passes that we do not hand on (its table and metric hooks).
 _TRL_ONLY = ("log_extra", "log_metric", "environments")
-
-_MODULES: dict[str, Any] = {}  # path or module name -> module: each user module imported once
 
 
 @dataclass(frozen=True)
@@ -67,84 +72,6 @@ class Reward:
 
 class RewardFailed(UserError):
     """A reward function raised or returned something unusable while training."""
-
-
-def _import_file(text: str, base: Path, where: str) -> Any:
-    path = Path(text)
-    if not path.is_absolute():
-        path = base / path
-    path = path.resolve()
-    key = str(path)
-    if key in _MODULES:
-        return _MODULES[key]
-    if not path.is_file():
-        raise UserError(Problem(f"reward file not found: {path}", where))
-    stem = re.sub(r"\W", "_", path.stem)
-    name = f"finetuning_user_rewards_{len(_MODULES)}_{stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:  # pragma: no cover - a .py path always has a loader
-        raise UserError(Problem(f"cannot import {path}", where))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickling look modules up by name
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[name]
-        raise UserError(
-            Problem(f"importing {path} raised {type(exc).__name__}: {exc}", where)
-        ) from None
-    _MODULES[key] = module
-    return module
-
-
-def _import_module(name: str, where: str) -> Any:
-    if name in _MODULES:
-        return _MODULES[name]
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        raise UserError(
-            Problem(
-                f"module {name!r} not found ({exc}): install it, put it on PYTHONPATH, or give "
-                "a file as path/to/file.py:function",
-                where,
-            )
-        ) from None
-    except Exception as exc:
-        raise UserError(
-            Problem(f"importing {name} raised {type(exc).__name__}: {exc}", where)
-        ) from None
-    _MODULES[name] = module
-    return module
-
-
-def resolve_function(text: str, base: Path, where: str) -> Callable[..., Any]:
-    """The callable ``text`` names (built-in, ``module:function`` or ``file.py:function``).
-
-    Raises:
-        UserError: The module, file or function is missing, or it is not a plain callable.
-    """
-    if text in BUILTINS:
-        return BUILTINS[text]
-    target, _, attr = text.rpartition(":")
-    module = (
-        _import_file(target, base, where)
-        if target.endswith(".py")
-        else _import_module(target, where)
-    )
-    function = getattr(module, attr, None)
-    if function is None:
-        names = [n for n in vars(module) if not n.startswith("_") and callable(vars(module)[n])]
-        raise UserError(
-            Problem(f"{target} has no function {attr!r}", where, did_you_mean(attr, names))
-        )
-    if not callable(function):
-        raise UserError(Problem(f"{text} is a {type(function).__name__}, not a function", where))
-    if inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-        getattr(function, "__call__", None)  # noqa: B004 - a callable instance's method
-    ):
-        raise UserError(Problem(f"{text} is async: give a plain (synchronous) function", where))
-    return function
 
 
 def _check_builtin(spec: RewardSpec, where: str) -> None:
@@ -186,6 +113,12 @@ def _signature(function: Callable[..., Any], spec: RewardSpec, where: str) -> tu
             params.append(p.name)
     if "completions" not in params and not takes_all:
         problems.append("it must accept `completions` (or **kwargs)")
+    for name in params:
+        if name in NEVER_PASSED and name not in spec.kwargs:
+            problems.append(
+                f"parameter {name!r} is never passed: TRL keeps a row's {name!r} key for itself; "
+                f"take `{name}s` (the rendered {name} strings), or rename the data key"
+            )
     for key in spec.kwargs:
         if key in TRAINER_ARGS:
             problems.append(f"kwargs.{key} is passed by the trainer; it cannot be set in kwargs")
@@ -211,7 +144,7 @@ def _required(function: Callable[..., Any]) -> list[str]:
 
 
 def resolve_rewards(
-    specs: Sequence[RewardSpec], base: Path, rows: Sequence[dict[str, Any]] = ()
+    specs: Sequence[RewardSpec], base: Path, rows: Sequence[dict[str, Any]] | None = ()
 ) -> tuple[Reward, ...]:
     """Import and check every reward of ``grpo_args.rewards``.
 
@@ -219,11 +152,20 @@ def resolve_rewards(
         specs: ``grpo_args.rewards``.
         base: The folder relative file paths are read from (the config file's).
         rows: The training rows; a parameter a function requires must be in every row (or be
-            passed by the trainer, or set in its ``kwargs``). Empty: not checked.
+            passed by the trainer, or set in its ``kwargs``). Empty or None: not checked.
 
     Raises:
         UserError: Naming ``grpo_args.rewards[i]`` and what is wrong.
     """
+    if specs and all(spec.weight == 0 for spec in specs):
+        raise UserError(
+            Problem(
+                "every reward has weight 0: every completion's total reward would be 0, so "
+                "every advantage is 0 and GRPO learns nothing; give at least one reward a "
+                "weight other than 0 (a weight-0 reward beside others is logged only)",
+                "grpo_args.rewards",
+            )
+        )
     found: list[Reward] = []
     names: dict[str, int] = {}
     for i, spec in enumerate(specs):
@@ -235,7 +177,7 @@ def resolve_rewards(
         for name in _required(function):
             if name in TRAINER_ARGS or name in spec.kwargs:
                 continue
-            lacking = next((r for r in rows if name not in r), None)
+            lacking = next((r for r in rows or () if name not in r), None)
             if lacking is not None:
                 raise UserError(
                     Problem(
@@ -279,6 +221,18 @@ class RewardCall:
     def __init__(self, reward: Reward):
         self.reward = reward
         self.__name__ = reward.name  # TRL logs rewards/<__name__>/mean
+        self.completions = 0  # scored by this function so far
+        self.nones = 0  # of them, returned None (not applicable)
+
+    def none_note(self) -> str | None:
+        """How often the function returned None, for the run's log (None: it never did)."""
+        if not self.nones:
+            return None
+        return (
+            f"reward {self.reward.name} ({self.reward.source}) returned None (not applicable) "
+            f"for {self.nones} of {self.completions} completions: those count 0 in the total "
+            "reward; a completion no reward scored has advantage 0 and does not train"
+        )
 
     def _arguments(self, available: dict[str, Any]) -> dict[str, Any]:
         reward = self.reward
@@ -342,6 +296,8 @@ class RewardCall:
                         reward.where,
                     )
                 )
+        self.completions += len(values)
+        self.nones += sum(value is None for value in values)
         return values
 
     def _failure(self, available: dict[str, Any], where: list[str], exc: Exception) -> RewardFailed:

@@ -20,7 +20,13 @@ from finetuning.train.reporting.summary import RunSummary
 
 
 def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    points = [(h["step"], h[key]) for h in history if key in h and "step" in h]
+    """(steps, values) of ``key``; a step that logged no number for it (None: e.g. GRPO's mean
+    of a reward that returned None for every completion) is left out of the curve."""
+    points = [
+        (h["step"], h[key])
+        for h in history
+        if "step" in h and isinstance(h.get(key), int | float) and not isinstance(h.get(key), bool)
+    ]
     return [p[0] for p in points], [float(p[1]) for p in points]
 
 

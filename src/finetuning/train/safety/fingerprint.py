@@ -2,7 +2,7 @@
 
 A checkpoint holds the optimizer state, the data position and the adapter of one config.
 Resuming it with another total batch, other data, another adapter shape, another method,
-template or length limit either crashes with a state-dict traceback or, worse, silently trains
+tokenizer, template or length limit either crashes with a state-dict traceback or, worse, silently trains
 on a mix of two setups. The first run writes ``<output_dir>/run_fingerprint.json``; a resume
 compares the current config with it and refuses (exit 2) naming each change. What may change
 across a resume (logging, evaluation and save frequency, the number of steps, tracking) is
@@ -47,6 +47,48 @@ ADAPTER_SHAPE_KWARGS = (
     "init_lora_weights",
     "target_parameters",
 )
+
+
+#: The files a saved tokenizer is read from (the model's weights are not hashed).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+def _tokenizer(config: ExperimentConfig) -> dict[str, Any]:
+    """The tokenizer the run encodes with: a hash of its files, or its Hub id.
+
+    The hash covers the vocabulary, merges, special and added tokens and the saved chat
+    template, so a renamed copy (``replace_tokens``) or another tokenizer is noticed, while the
+    same files in another folder are not a change.
+    """
+    import hashlib
+
+    run = config.run_conf
+    source = run.tokenizer or run.model
+    folder = Path(source)
+    found: dict[str, Any] = {"use_fast": run.use_fast_tokenizer}
+    if not folder.is_dir():
+        found["hub_id"] = source
+        return found
+    digest = hashlib.sha256()
+    extra = sorted((folder / "additional_chat_templates").glob("*.jinja"))
+    for path in [folder / name for name in TOKENIZER_FILES] + extra:
+        if path.is_file():
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    found["files_sha256"] = digest.hexdigest()
+    return found
 
 
 def _data(config: ExperimentConfig) -> dict[str, Any]:
@@ -113,6 +155,7 @@ def fingerprint(config: ExperimentConfig) -> dict[str, Any]:
         "method": config.method,
         "model": config.run_conf.model,
         "adapter": _adapter(config),
+        "tokenizer": _tokenizer(config),
         "total_train_batch_size": config.batchsize_conf.total_train_batch_size,
         "chat_template_name": str(config.data_conf.chat_template_name.value),
         "lengths": lengths,
@@ -162,7 +205,12 @@ def check_resume(config: ExperimentConfig, resume: str | None) -> None:
     except (OSError, ValueError):
         logger.warning("%s is unreadable: resuming without checking the config", stored_path)
         return
-    changes = _differences(stored, fingerprint(config))
+    current = fingerprint(config)
+    for key in [k for k in current if isinstance(stored, dict) and k not in stored]:
+        # Written by a version that did not record it: nothing to compare with.
+        logger.info("%s records no %s: not checked on this resume", stored_path, key)
+        del current[key]
+    changes = _differences(stored, current)
     if changes:
         raise UserError(
             changes,
