@@ -113,3 +113,15 @@ def test_non_finite_weights_and_multipliers_are_errors(value):
         load_config_dict(mix, "sft")
     with pytest.raises(UserError, match=r"overrides\.lr_multiplier"):
         load_config_dict(minimal_sft(overrides={"lr_multiplier": value}), "sft")
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_negative_epochs_are_accepted_with_max_steps(method):
+    # transformers ignores num_train_epochs once max_steps > 0; the established engine's own
+    # test config uses -1 with max_steps (issue 24).
+    config = MAKERS[method](training_args={"num_train_epochs": -1, "max_steps": 15})
+    loaded = load_config_dict(config, method)
+    assert loaded.config.training_args["num_train_epochs"] == -1
+    config = MAKERS[method](training_args={"num_train_epochs": -1, "max_steps": -1})
+    with pytest.raises(UserError, match=r"num_train_epochs: must be >= 0.*got -1"):
+        load_config_dict(config, method)
