@@ -175,10 +175,7 @@ def test_each_format_reads_from_a_file_with_only_a_path(method, row, name, expec
     read = read_dataset(DatasetDefinition(path=str(path)), method, "k")
     assert read.format == name and read.detected
     got = [{k: v for k, v in r.items() if not k.startswith("_")} for r in read.rows]
-    if method == "kto" or name not in ("sharegpt",):
-        assert got[0] == expected
-    else:
-        assert got[0]["messages"] == expected["messages"]
+    assert got == [expected]
 
 
 def test_kto_takes_trl_preference_rows_and_unpairs_them(tmp_path):
@@ -304,3 +301,31 @@ def test_by_name_keys_on_a_plain_file_are_refused(tmp_path):
     path.write_text(json.dumps({"messages": [USER, ANSWER]}) + "\n")
     with pytest.raises(UserError, match=r"d\.split: `split` is for Hub datasets"):
         read_dataset(DatasetDefinition(path=str(path), split="test"), "sft", "d.path")
+
+
+@pytest.mark.parametrize(
+    ("method", "names"),
+    [
+        ("sft", ["messages", "sharegpt", "alpaca", "prompt-completion"]),
+        ("dpo", ["preference", "prompt-chosen-rejected", "chosen-rejected"]),
+        ("reward", ["preference", "prompt-chosen-rejected", "chosen-rejected"]),
+        ("kto", ["preference", "prompt-chosen-rejected", "chosen-rejected", "kto",
+                 "prompt-completion-label"]),
+        ("grpo", ["prompt-messages", "prompt"]),
+        ("pretrain", ["text"]),
+    ],
+)  # fmt: skip
+def test_each_method_takes_its_formats(method, names, tmp_path):
+    assert [f.name for f in schemas.formats_for(method)] == names
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"nothing": "here"}) + "\n")
+    with pytest.raises(UserError) as info:
+        read_rows(path, method, "k")
+    assert all(f"{name} (" in info.value.format() for name in names)
+
+
+def test_a_sft_row_in_a_preference_format_is_not_taken_for_sft():
+    assert schemas.detect({"prompt": "q", "chosen": "a", "rejected": "b"}, "sft") is None
+    assert schemas.detect({"prompt": "q", "completion": "a", "label": True}, "sft").name == (
+        "prompt-completion"
+    )  # the label is a column it keeps
