@@ -153,6 +153,7 @@ def _reference_env(tmp_path):
         "MODEL_DIR": str(tmp_path / "model"),
         "DATA_DIR": str(tmp_path),
         "MLFLOW_URI": str(tmp_path / "ml"),
+        "OUTPUT_DIR": str(tmp_path / "out"),
     }
 
 
@@ -162,7 +163,7 @@ def test_reference_configs_validate_unchanged(path, tmp_path, monkeypatch):
         monkeypatch.setenv(key, value)
     expanded = tmp_path / path.name
     expanded.write_text(os.path.expandvars(path.read_text()))
-    method = yaml.safe_load(expanded.read_text())["method"]
+    method = yaml.safe_load(expanded.read_text()).get("method", "sft")
     loaded = load_config(expanded, method)
     args = loaded.config.training_args
     assert "warmup_ratio" not in args

@@ -122,10 +122,10 @@ def test_reference_configs_and_init_examples_validate_against_the_schema(tmp_pat
     from finetuning.tools import init
     from tests.conftest import REFERENCE_CONFIGS
 
-    for key in ("MODEL_DIR", "DATA_DIR", "MLFLOW_URI"):
+    for key in ("MODEL_DIR", "DATA_DIR", "MLFLOW_URI", "OUTPUT_DIR"):
         monkeypatch.setenv(key, str(tmp_path / key.lower()))
     paths = sorted(REFERENCE_CONFIGS.glob("*.yaml"))
-    assert len(paths) == 7
+    assert len(paths) == 8
     configs = [yaml.safe_load(os.path.expandvars(p.read_text())) for p in paths]
     configs += [
         yaml.safe_load(text.format(dir=tmp_path))

@@ -141,3 +141,15 @@ def test_the_new_methods_weights_and_coefficients_have_ranges(method, key, value
         load_config_dict(raw, method)
     raw["training_args"][key] = {"delta": 1.5, "cpo_alpha": 1.5, "top_k": 50}.get(key, 0.5)
     load_config_dict(raw, method)  # a value inside the range loads
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_negative_epochs_are_accepted_with_max_steps(method):
+    # transformers ignores num_train_epochs once max_steps > 0; the established engine's own
+    # test config uses -1 with max_steps (issue 24).
+    config = MAKERS[method](training_args={"num_train_epochs": -1, "max_steps": 15})
+    loaded = load_config_dict(config, method)
+    assert loaded.config.training_args["num_train_epochs"] == -1
+    config = MAKERS[method](training_args={"num_train_epochs": -1, "max_steps": -1})
+    with pytest.raises(UserError, match=r"num_train_epochs: must be >= 0.*got -1"):
+        load_config_dict(config, method)

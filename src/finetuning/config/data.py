@@ -36,26 +36,81 @@ class MissingPadTokenStrategy(StrEnum):
     UNK_CONVERT_TO_EOS = "unk-convert-to-eos"
 
 
+#: The dataset formats ``format:`` names (``data/schemas.py`` reads them; a test keeps both equal).
+DatasetFormat = Literal[
+    "messages",
+    "sharegpt",
+    "alpaca",
+    "prompt-completion",
+    "text",
+    "preference",
+    "prompt-chosen-rejected",
+    "chosen-rejected",
+    "kto",
+    "prompt-completion-label",
+    "prompt-messages",
+    "prompt",
+]
+
+
 class DatasetDefinition(StrictModel):
     """Define how to load a dataset."""
 
     path: str
-    """Local path to the rows in the finetuning data format: a JSONL file (or one JSON array),
-    compressed JSONL (.jsonl.gz, .jsonl.zst), a Parquet file, or a folder written by
-    datasets.Dataset.save_to_disk; a relative path resolves against the current directory, `~` is
+    """Where the rows are: a JSONL file (or one JSON array), compressed JSONL (.jsonl.gz,
+    .jsonl.zst), a Parquet file, a folder written by datasets.Dataset.save_to_disk, a dataset
+    repository folder (a README card with `configs`, `data/train-*.parquet`) or a Hugging Face Hub
+    dataset id (`org/name`); a relative path resolves against the current directory, `~` is
     expanded, `$VAR` is not."""
+    # How the rows are read: their format, and datasets by name (Hub ids, dataset folders).
+    format: DatasetFormat | None = None
+    """The rows' format (docs/your-model-your-data.md); detected from the first row when left
+    out. ``messages``, ``preference``, ``kto``, ``prompt-messages`` and ``text`` are this engine's
+    own; the others are the ecosystem's (ShareGPT, Alpaca, TRL's columns)."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Columns to rename before the format is read, as ``{key the format reads: column in the
+    data}``, e.g. ``{text: content}`` to pretrain on a ``content`` column."""
+    name: str | None = None
+    """Hub datasets and dataset folders: the config (subset) to load, ``load_dataset``'s
+    ``name``."""
+    split: str = "train"
+    """Hub datasets and dataset folders: the split to read; slices such as ``train[:10%]`` or
+    ``train[100:200]`` work."""
+    revision: str | None = None
+    """Hub datasets: the branch, tag or commit to load (the cache keeps what was loaded)."""
+    data_files: str | list[str] | None = None
+    """Hub datasets and dataset folders: the files to read (``load_dataset``'s ``data_files``)."""
 
 
 class WeightedDatasetDefinition(StrictModel):
     """Define a dataset, with a weight for sampling."""
 
     path: str
-    """Local path to the rows in the finetuning data format: a JSONL file (or one JSON array),
-    compressed JSONL (.jsonl.gz, .jsonl.zst), a Parquet file, or a folder written by
-    datasets.Dataset.save_to_disk; a relative path resolves against the current directory, `~` is
+    """Where the rows are: a JSONL file (or one JSON array), compressed JSONL (.jsonl.gz,
+    .jsonl.zst), a Parquet file, a folder written by datasets.Dataset.save_to_disk, a dataset
+    repository folder (a README card with `configs`, `data/train-*.parquet`) or a Hugging Face Hub
+    dataset id (`org/name`); a relative path resolves against the current directory, `~` is
     expanded, `$VAR` is not."""
     sampling_weight: float = Field(default=1.0, allow_inf_nan=False)
     """Relative sampling weight; 0 leaves the dataset out, negative weights are errors."""
+    # How the rows are read: their format, and datasets by name (Hub ids, dataset folders).
+    format: DatasetFormat | None = None
+    """The rows' format (docs/your-model-your-data.md); detected from the first row when left
+    out. ``messages``, ``preference``, ``kto``, ``prompt-messages`` and ``text`` are this engine's
+    own; the others are the ecosystem's (ShareGPT, Alpaca, TRL's columns)."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Columns to rename before the format is read, as ``{key the format reads: column in the
+    data}``, e.g. ``{text: content}`` to pretrain on a ``content`` column."""
+    name: str | None = None
+    """Hub datasets and dataset folders: the config (subset) to load, ``load_dataset``'s
+    ``name``."""
+    split: str = "train"
+    """Hub datasets and dataset folders: the split to read; slices such as ``train[:10%]`` or
+    ``train[100:200]`` work."""
+    revision: str | None = None
+    """Hub datasets: the branch, tag or commit to load (the cache keeps what was loaded)."""
+    data_files: str | list[str] | None = None
+    """Hub datasets and dataset folders: the files to read (``load_dataset``'s ``data_files``)."""
 
 
 class ConcatenationDataInput(StrictModel):

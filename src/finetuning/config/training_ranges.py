@@ -1,8 +1,9 @@
 """The meaningful ranges of numeric ``training_args``, checked before anything loads.
 
-transformers and TRL accept ``num_train_epochs: -1`` (0 steps, an untrained model saved as
-final), ``learning_rate: nan`` or a negative seed and fail, if at all, after the model has
-loaded. ``RANGES`` is the one table of what each numeric field may be; :func:`range_problem`
+transformers and TRL accept ``num_train_epochs: -1`` without ``max_steps`` (0 steps, an untrained
+model saved as final), ``learning_rate: nan`` or a negative seed and fail, if at all, after the
+model has loaded. With ``max_steps > 0`` transformers ignores ``num_train_epochs``, so any value
+is accepted then (the established engine's own test configs use ``-1`` with ``max_steps``). ``RANGES`` is the one table of what each numeric field may be; :func:`range_problem`
 applies it (and rejects ``nan``/``inf`` in every numeric field, listed or not).
 """
 
@@ -64,7 +65,9 @@ _INTERVAL = Range(0, low_open=True, meaning="a number of steps, or a share of tr
 #: method does not have is never looked up.
 RANGES: dict[str, Range] = {
     "learning_rate": Range(0),
-    "num_train_epochs": Range(0, meaning="0 only together with max_steps > 0"),
+    "num_train_epochs": Range(
+        0, meaning="0 only together with max_steps > 0; ignored, so any value, with max_steps > 0"
+    ),
     "max_steps": Range(-1, meaning="-1 or 0: num_train_epochs decides"),
     "seed": _SEED,
     "data_seed": _SEED,
@@ -142,6 +145,10 @@ METHOD_RANGES: dict[str, dict[str, Range]] = {
 }
 
 
+#: Fields transformers ignores once ``max_steps > 0``: their range holds only without it.
+IGNORED_WITH_MAX_STEPS = ("num_train_epochs",)
+
+
 def range_problem(key: str, value: Any, method: str | None = None) -> Problem | None:
     """The problem with ``training_args.<key>: value``, or None (non-numbers are not checked).
 
@@ -152,6 +159,8 @@ def range_problem(key: str, value: Any, method: str | None = None) -> Problem | 
     where = f"training_args.{key}"
     if isinstance(value, float) and not math.isfinite(value):
         return Problem(f"must be a finite number, got {value!r}", where)
+    if key in IGNORED_WITH_MAX_STEPS:
+        return None  # checked with max_steps, by cross_field_problems
     spec = METHOD_RANGES.get(method or "", {}).get(key, RANGES.get(key))
     if spec is not None and not spec.allows(value):
         return Problem(f"must be {spec.describe()}, got {value!r}", where)
@@ -165,7 +174,15 @@ def cross_field_problems(training_args: dict[str, Any]) -> list[Problem]:
     numbers = all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in (epochs, max_steps)
     )
-    if numbers and epochs == 0 and max_steps <= 0:
+    if not numbers or max_steps > 0:
+        return []
+    for key in IGNORED_WITH_MAX_STEPS:
+        value = training_args.get(key)
+        if key in training_args and not RANGES[key].allows(value):
+            return [
+                Problem(f"must be {RANGES[key].describe()}, got {value!r}", f"training_args.{key}")
+            ]
+    if epochs == 0:
         return [
             Problem(
                 "is 0 and max_steps is not set (> 0): the run would train 0 steps and save an "

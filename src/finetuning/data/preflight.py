@@ -210,7 +210,8 @@ def build_report(
     tok = setup.tokenizer
     lines, warnings, fatal = report.lines, report.warnings, report.fatal
     for src in data.sources:
-        lines.append(f"{src.key}: {src.rows} rows ({src.path})")
+        how = "detected" if src.detected else "set by format:"
+        lines.append(f"{src.key}: {src.rows} rows ({src.path}; format {src.format}, {how})")
     lines.append(f"training rows after mixing: {data.mixed_rows}")
     _agent_lines(config, data, report)
     counts = data.status_counts

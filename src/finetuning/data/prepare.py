@@ -42,7 +42,7 @@ from finetuning.data.encode import (
 from finetuning.data.preference import PreferenceStore, encode_preference_chunk
 from finetuning.data.prompts import encode_prompt_chunk
 from finetuning.data.readers import content_files
-from finetuning.data.rows import read_rows
+from finetuning.data.rows import read_dataset
 from finetuning.data.text import chunk_split, encode_text_chunk
 from finetuning.data.unpaired import UnpairedStore, encode_unpaired_chunk
 from finetuning.errors import UserError
@@ -67,6 +67,9 @@ class SourceInfo:
     key: str
     path: str
     rows: int
+    #: The format the rows were read in (``data/schemas.py``) and whether it was detected.
+    format: str = ""
+    detected: bool = True
 
 
 @dataclass
@@ -135,13 +138,30 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return h.hexdigest()
 
 
-def cache_key(paths: list[Path], tokenizer: Any, settings: EncodeSettings, method: str) -> str:
-    """The cache key of the encoded rows of ``paths``."""
+def cache_key(
+    paths: list[Path | str],
+    tokenizer: Any,
+    settings: EncodeSettings,
+    method: str,
+    reading: list[Any] | None = None,
+) -> str:
+    """The cache key of the encoded rows of ``paths``.
+
+    Args:
+        paths: The data files, or for a dataset read by name the fingerprint of its rows
+            (``data/hub.py``: the resolved revision, cache files and ``load_dataset``'s
+            fingerprint), as a string.
+        tokenizer: The prepared tokenizer.
+        settings: The encode settings.
+        method: The method.
+        reading: How each dataset's rows were read (format, columns), when not the default.
+    """
     parts = {
         "format": CACHE_FORMAT,
         "engine": __version__,
         "method": method,
-        "files": [file_digest(p) for p in paths],
+        "files": [p if isinstance(p, str) else file_digest(p) for p in paths],
+        "reading": reading or [],
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "settings": {**asdict(settings), "template": settings.template.value},
     }
@@ -271,18 +291,21 @@ def prepare_data(
     infos: list[SourceInfo] = []
     all_rows: list[dict[str, Any]] = []
     lengths: list[int] = []
-    paths: list[Path] = []
+    paths: list[Path | str] = []
+    reading: list[Any] = []
     groups = [("training_data", train_conf.datasets)]
     if valid_conf.type == "CONCATENATION":
         groups.append(("validation_data", valid_conf.datasets))
     for group, datasets in groups:
         for i, ds in enumerate(datasets):
             key = f"data_conf.{group}.datasets[{i}].path"
-            rows = read_rows(ds.path, method, key)
-            infos.append(SourceInfo(key, ds.path, len(rows)))
+            read = read_dataset(ds, method, key)
+            rows = read.rows
+            infos.append(SourceInfo(key, ds.path, len(rows), read.format, read.detected))
             all_rows += rows
             lengths.append(len(rows))
-            paths.append(Path(ds.path))
+            paths.append(read.fingerprint or Path(ds.path))
+            reading.append([read.format, dict(getattr(ds, "columns", None) or {})])
 
     workers = num_workers or min(4, os.cpu_count() or 1)
     store, hit, folder = None, False, None
@@ -294,7 +317,7 @@ def prepare_data(
         "text": (TokenStore, encode_text_chunk),
     }[rows_of(method)]
     if use_cache:
-        folder = cache_root() / cache_key(paths, tokenizer, settings, method)
+        folder = cache_root() / cache_key(paths, tokenizer, settings, method, reading)
         store = _load(store_cls, folder) if folder.exists() else None
         hit = store is not None
     if store is None:

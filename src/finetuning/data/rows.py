@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from finetuning.config.methods import METHODS, rows_of
-from finetuning.data import readers, unpaired
+from finetuning.data import hub, readers, schemas, unpaired
 from finetuning.data.messages import check_messages, check_tools, unknown_calls
 from finetuning.errors import Problem, UserError
 
@@ -38,14 +39,14 @@ def _shape(keys: tuple[str, ...]) -> str:
 
 
 def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, Any]]:
-    """Read and check every row of one data file.
+    """Read and check every row of one data file (its format detected, see :func:`read_dataset`).
 
     Args:
         path: A JSONL file (or one JSON array of rows), compressed JSONL (``.jsonl.gz``,
             ``.jsonl.zst``), a Parquet file or a ``save_to_disk`` folder.
         method: The method; its row shape (``config.methods.rows_of``) decides the keys:
             ``messages`` (chat), ``prompt_messages``/``chosen_messages``/``rejected_messages``
-            (preference).
+            (preference), or one of the formats :mod:`finetuning.data.schemas` converts.
         config_key: The config path that named the file, for the error message.
 
     Returns:
@@ -56,18 +57,135 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
             problems, each as ``file:line: what is wrong``, or ``file row N: ...`` for tables).
     """
     path = Path(path)
-    if readers.is_table(path):
-        located = readers.read_table(path, config_key)
+    return _checked_rows(_located(path, config_key), method, str(path), config_key).rows
+
+
+@dataclass
+class DatasetRows:
+    """The checked rows of one dataset, the format they were read in and what identifies them.
+
+    Attributes:
+        rows: The rows in our shapes.
+        format: The format's name (``data/schemas.py``).
+        detected: Whether the format was detected (else the config's ``format:`` named it).
+        fingerprint: For a dataset read by name, what identifies its rows (None: a local file,
+            digested by the cache).
+    """
+
+    rows: list[dict[str, Any]]
+    format: str
+    detected: bool
+    fingerprint: str | None = None
+
+
+def read_dataset(dataset: Any, method: str, config_key: str) -> DatasetRows:
+    """Read and check the rows of one dataset definition (``data_conf...datasets[i]``).
+
+    Local files are read as :func:`read_rows` reads them; a dataset repository folder or a Hub
+    id with ``datasets.load_dataset`` (:mod:`finetuning.data.hub`). ``columns`` are renamed
+    first; then the rows are converted from their format (``format``, or detected from the first
+    row that fits one) into our shapes and checked.
+
+    Args:
+        dataset: The dataset definition (``path``, ``format``, ``columns``, and the by-name keys).
+        method: The method, which decides the shapes and formats allowed.
+        config_key: The config path of ``path``.
+
+    Raises:
+        UserError: As :func:`read_rows`, and for a format the method cannot take, a row that fits
+            two formats, or a dataset that cannot be loaded by name.
+    """
+    hub.check_keys(dataset, config_key)
+    fingerprint = None
+    if hub.is_by_name(dataset.path):
+        loaded = hub.load_rows(dataset, config_key)
+        located, fingerprint = loaded.located, loaded.fingerprint
     else:
-        located = [(f"{path}:{line}", record) for line, record in read_records(path, config_key)]
+        located = _located(Path(dataset.path), config_key)
+    forced = None
+    if getattr(dataset, "format", None):
+        forced = schemas.FORMATS[dataset.format]
+        if forced not in schemas.formats_for(method):
+            raise UserError(
+                Problem(
+                    f"a {method} dataset cannot be in the {forced.name} format; it may be: "
+                    f"{schemas.listing(method)}",
+                    config_key.rsplit(".", 1)[0] + ".format",
+                )
+            )
+    columns = getattr(dataset, "columns", None) or {}
+    result = _checked_rows(located, method, dataset.path, config_key, forced, columns)
+    result.fingerprint = fingerprint
+    return result
+
+
+def _located(path: Path, config_key: str) -> list[tuple[str, Any]]:
+    if readers.is_table(path):
+        return readers.read_table(path, config_key)
+    return [(f"{path}:{line}", record) for line, record in read_records(path, config_key)]
+
+
+def _detected(
+    located: list[tuple[str, Any]], method: str, columns: dict[str, str]
+) -> schemas.Format | None:
+    """The format of the first row that fits one (None: no row does).
+
+    Raises:
+        UserError: That row fits two formats.
+    """
+    for where, record in located:
+        if not isinstance(record, dict):
+            continue
+        try:
+            fmt = schemas.detect(schemas.renamed(record, columns), method)
+        except schemas.FormatError as exc:
+            if "fits two formats" in str(exc):
+                raise UserError(Problem(str(exc), where)) from None
+            continue  # a column to rename is missing: reported with the row
+        if fmt is not None:
+            return fmt
+    return None
+
+
+def _row_problem(
+    record: Any, method: str, fmt: schemas.Format | None, columns: dict[str, str]
+) -> tuple[Any, str]:
+    """(the row in our shape, "") for a good row, else (the record, what is wrong with it)."""
+    if not isinstance(record, dict):
+        return record, _check_row(record, method)
+    try:
+        record = schemas.renamed(record, columns)
+        if fmt is not None:
+            record = schemas.converted(record, fmt)
+    except schemas.FormatError as exc:
+        return record, str(exc)
+    message = _check_row(record, method)
+    if message and fmt is not None and fmt.convert is not None:
+        message += f" (in the row converted from the {fmt.name} format)"
+    elif message.startswith("missing `"):
+        message += f"; the formats a {method} row may have: {schemas.listing(method)}"
+    return record, message
+
+
+def _checked_rows(
+    located: list[tuple[str, Any]],
+    method: str,
+    name: str,
+    config_key: str,
+    forced: schemas.Format | None = None,
+    columns: dict[str, str] | None = None,
+) -> DatasetRows:
+    columns = columns or {}
+    fmt = forced or _detected(located, method, columns)
     problems: list[Problem] = []
     rows: list[dict[str, Any]] = []
     for where, record in located:
         if isinstance(record, Problem):
             problems.append(record)
-        elif message := _check_row(record, method):
-            problems.append(Problem(message, where))
+        elif (checked := _row_problem(record, method, fmt, columns))[1]:
+            problems.append(Problem(checked[1], where))
         else:
+            record = checked[0]
             record["_where"] = where  # names the row in later errors
             found = [record]
             if rows_of(method) == "unpaired" and unpaired.is_paired(record):
@@ -84,10 +202,10 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
             break
     if problems:
         more = " (showing the first 20)" if len(problems) >= MAX_REPORTED else ""
-        raise UserError(problems, header=f"{path} has malformed rows{more}:")
+        raise UserError(problems, header=f"{name} has malformed rows{more}:")
     if not rows:
-        raise UserError(Problem(f"data file has no rows: {path}", config_key))
-    return rows
+        raise UserError(Problem(f"data file has no rows: {name}", config_key))
+    return DatasetRows(rows, (fmt or schemas.own_format(method)).name, detected=forced is None)
 
 
 def read_records(path: str | Path, config_key: str) -> list[tuple[int, Any]]:

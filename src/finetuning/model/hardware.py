@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 from finetuning.config.experiment import ExperimentConfig
+
+logger = logging.getLogger(__name__)
 
 
 def cpu_has_bf16() -> bool:
@@ -19,6 +22,8 @@ def cpu_has_bf16() -> bool:
 
 def hardware_problems(config: ExperimentConfig) -> list[str]:
     """Problems with running ``config`` on this machine (imports torch).
+
+    ``bf16`` on a CPU without native bfloat16 is only logged as a warning: it runs, slower.
 
     Returns:
         One message per requirement this machine does not meet, naming the config key.
@@ -43,9 +48,12 @@ def hardware_problems(config: ExperimentConfig) -> list[str]:
         if has_cuda and not torch.cuda.is_bf16_supported():
             problems.append("training_args.bf16: this GPU does not support bfloat16 (use fp16)")
         if not has_cuda and not cpu_has_bf16():
-            problems.append(
+            # A warning, not a problem: transformers accepts it and torch emulates bf16, only
+            # slower; the established engine's own CPU tests train with it.
+            logger.warning(
                 "training_args.bf16: this CPU has no bfloat16 support (AVX512-BF16/AMX); bf16 "
-                "would run ~5x slower than fp32 here: set bf16: false"
+                "is emulated and runs several times slower than fp32 here: set bf16: false "
+                "unless you mean to test bf16"
             )
     if config.training_args.get("use_liger_kernel"):
         if not has_cuda:
