@@ -211,16 +211,26 @@ def test_a_row_fitting_no_format_lists_the_formats_and_their_keys(tmp_path):
         assert name in text
 
 
+def test_a_row_in_our_own_shape_is_read_as_it_is(tmp_path):
+    """Our own keys win over another format's: the other keys are the row's own columns."""
+    path = tmp_path / "rows.jsonl"
+    turns = [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}]
+    path.write_text(json.dumps({"messages": [USER, ANSWER], "conversations": turns}) + "\n")
+    read = read_dataset(DatasetDefinition(path=str(path)), "sft", "k")
+    assert read.format == "messages" and read.detected
+    assert read.rows[0]["messages"] == [USER, ANSWER]
+
+
 def test_an_ambiguous_row_names_both_formats(tmp_path):
     path = tmp_path / "rows.jsonl"
     turns = [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}]
-    row = {"messages": [USER, ANSWER], "conversations": turns}
+    row = {"instruction": "a", "output": "b", "conversations": turns}
     path.write_text(json.dumps(row) + "\n")
     with pytest.raises(UserError) as info:
         read_rows(path, "sft", "k")
     text = info.value.format()
     assert f"{path}:1:" in text and "fits two formats" in text
-    assert "messages (" in text and "sharegpt (" in text and "format:" in text
+    assert "alpaca (" in text and "sharegpt (" in text and "format:" in text
     # format: settles it
     read = read_dataset(DatasetDefinition(path=str(path), format="sharegpt"), "sft", "k")
     assert read.format == "sharegpt" and not read.detected

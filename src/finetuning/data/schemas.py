@@ -10,7 +10,9 @@ GRPO's reward columns).
 A dataset's format is its ``format:`` key, or detected from its first row: the formats its
 method accepts whose keys (and value kinds) the row has; where one fits with a superset of
 another's keys, the larger one wins (``prompt``/``chosen``/``rejected`` over ``chosen``/
-``rejected``); two that still fit are an ambiguity the user settles with ``format:``. Strings
+``rejected``); two that still fit are an ambiguity the user settles with ``format:``. A row
+that is already in this engine's own shape for the method is read as it is, whatever else it
+carries (a GRPO row's ``prompt`` column beside its ``prompt_messages`` is a reward column). Strings
 become one user turn (a prompt) and one assistant turn (an answer), rendered by the run's chat
 template.
 """
@@ -335,6 +337,9 @@ def detect(record: dict[str, Any], method: str) -> Format | None:
         FormatError: The row fits two formats (neither's keys include the other's).
     """
     fitting = [f for f in formats_for(method) if f.fits(record)]
+    own = own_format(method)
+    if own in fitting:  # already our shape: the other keys are the row's own columns
+        return own
     fitting = [f for f in fitting if not any(set(f.keys) < set(g.keys) for g in fitting)]
     if len(fitting) > 1:
         names = " and ".join(f"{f.name} ({f.describe})" for f in fitting)
