@@ -21,8 +21,8 @@ from finetuning.config.data import ChatTemplateName
 from finetuning.config.training import SFTArguments
 from finetuning.config.training_args import training_arg_default
 from finetuning.data.messages import without_past_reasoning
-from finetuning.data.templates import TemplateMismatch, UnsupportedRow, render
-from finetuning.errors import UserError
+from finetuning.data.templates import render
+from finetuning.errors import Problem, UserError
 
 IGNORE = -100
 CHUNK = 2000
@@ -141,29 +141,65 @@ def needs_special_prefix(tokenizer: Any, text: str) -> bool:
     return not (bos and text.startswith(bos))
 
 
+#: At most this many located problems are listed when rows cannot be encoded.
+MAX_REPORTED = 20
+
+
+def encode_each(
+    rows: list[dict[str, Any]], encode_row: Callable[[dict[str, Any]], Any], what: str
+) -> list[Any]:
+    """``encode_row`` applied to every row, with every located problem collected first.
+
+    The one loop the encoders share (chat, preference, unpaired, prompt): a row the template
+    cannot render, or whose completion does not continue its prompt cleanly, becomes a problem
+    naming the row (``file:line``); all of them are reported together (up to
+    :data:`MAX_REPORTED`) instead of stopping at the first.
+
+    Args:
+        rows: The rows, each with ``_where`` (``file:line``) where the reader set it.
+        encode_row: Renders (and may tokenise) one row. It raises ``ValueError``
+            (``TemplateMismatch``, ``UnsupportedRow``, a failed continuation check) or Jinja's
+            ``TemplateError`` (keep-original: the template refused the row) for a bad row;
+            anything else is not the row's fault and propagates.
+        what: The kind of row for the header ("preference" gives "preference rows that cannot
+            be encoded:").
+
+    Returns:
+        ``encode_row``'s results, aligned with ``rows``.
+
+    Raises:
+        UserError: One problem per bad row, each naming its row.
+    """
+    from jinja2 import TemplateError
+
+    results, problems = [], []
+    for row in rows:
+        try:
+            results.append(encode_row(row))
+        except TemplateError as exc:  # keep-original: the template itself refused the row
+            problems.append(Problem(template_refused(row, exc)))
+        except ValueError as exc:
+            problems.append(Problem(str(exc), row.get("_where", "")))
+    if problems:
+        raise UserError(problems[:MAX_REPORTED], header=f"{what} rows that cannot be encoded:")
+    return results
+
+
 def encode_chunk(
     rows: list[dict[str, Any]], tokenizer: Any, settings: EncodeSettings
 ) -> TokenStore:
     """Encode SFT rows (``messages``) into a :class:`TokenStore`."""
-    texts: list[str] = []
-    spans: list[tuple[tuple[int, int], ...]] = []
-    reasoning: list[tuple[tuple[int, int], ...]] = []
-    from jinja2 import TemplateError
 
-    for row in rows:
+    def render_row(row: dict[str, Any]) -> Any:
         messages = row["messages"]
         if settings.drop_past_reasoning:
             messages = without_past_reasoning(messages)
-        try:
-            rendered = render(settings.template, messages, tokenizer, tools=row.get("tools"))
-        except (TemplateMismatch, UnsupportedRow) as exc:
-            where = row.get("_where", "a row")
-            raise UserError(f"{where}: {exc}") from None
-        except TemplateError as exc:  # keep-original: the template itself refused the row
-            raise UserError(template_refused(row, exc)) from None
-        texts.append(rendered.text)
-        spans.append(rendered.spans)
-        reasoning.append(() if settings.train_on_reasoning else rendered.reasoning)
+        return render(settings.template, messages, tokenizer, tools=row.get("tools"))
+
+    rendered = encode_each(rows, render_row, "chat")
+    texts = [r.text for r in rendered]
+    spans = [r.spans for r in rendered]
+    reasoning = [() if settings.train_on_reasoning else r.reasoning for r in rendered]
     encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     prefix = special_prefix(tokenizer)
     ids_out, labels_out, status, full_lengths = [], [], [], []

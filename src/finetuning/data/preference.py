@@ -23,12 +23,11 @@ from finetuning.data.encode import (
     TRUNCATED,
     EncodeSettings,
     TokenStore,
+    encode_each,
     needs_special_prefix,
     special_prefix,
-    template_refused,
 )
-from finetuning.data.templates import TemplateMismatch, render
-from finetuning.errors import Problem, UserError
+from finetuning.data.templates import render
 
 PARTS = ("prompt", "chosen", "rejected")
 
@@ -150,26 +149,18 @@ def encode_preference_chunk(
     ``keep_start``), then the completions to what is left. A prompt that alone fills
     ``max_length`` drops the row.
     """
-    from jinja2 import TemplateError
-
     prefix = special_prefix(tokenizer)
+
+    def encode_row(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        prompt, prompt_ids = rendered_prompt(row, tokenizer, settings, prefix)
+        shown = (prompt.text, prompt_ids)
+        chosen = _completion(row, "chosen_messages", tokenizer, settings, shown, prefix)
+        rejected = _completion(row, "rejected_messages", tokenizer, settings, shown, prefix)
+        return prompt_ids, chosen, rejected
+
     seqs: dict[str, list[np.ndarray]] = {part: [] for part in PARTS}
-    status, full_lengths, problems = [], [], []
-    for row in rows:
-        try:
-            prompt, prompt_ids = rendered_prompt(row, tokenizer, settings, prefix)
-            chosen = _completion(
-                row, "chosen_messages", tokenizer, settings, (prompt.text, prompt_ids), prefix
-            )
-            rejected = _completion(
-                row, "rejected_messages", tokenizer, settings, (prompt.text, prompt_ids), prefix
-            )
-        except (TemplateMismatch, ValueError) as exc:
-            problems.append(Problem(str(exc), row.get("_where", "")))
-            continue
-        except TemplateError as exc:  # keep-original: the template itself refused the row
-            problems.append(Problem(template_refused(row, exc)))
-            continue
+    status, full_lengths = [], []
+    for prompt_ids, chosen, rejected in encode_each(rows, encode_row, "preference"):
         longest = max(len(chosen), len(rejected))
         full_lengths.append(len(prompt_ids) + longest)
         code = OK
@@ -201,8 +192,6 @@ def encode_preference_chunk(
         status.append(code)
         for part, seq in zip(PARTS, (prompt_ids, chosen, rejected), strict=True):
             seqs[part].append(seq)
-    if problems:
-        raise UserError(problems[:20], header="preference rows that cannot be encoded:")
     return PreferenceStore(
         _store(seqs["prompt"], labelled=False),
         _store(seqs["chosen"], labelled=True),
