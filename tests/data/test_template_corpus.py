@@ -1,0 +1,155 @@
+"""keep-original on the model families' own templates: exact masks for each kind they render.
+
+The corpus is every original template TRL installs (``tests/data/template_corpus.py`` checks
+each example on tokens: its untrained part is exactly the prompt of the turn it trains, its
+trained part is that turn through the end marker and nothing else). It is tokenizer-only: the
+whole corpus takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from finetuning.config.data import ChatTemplateName as T
+from finetuning.config.data import HistoryRule
+from finetuning.data.encode import IGNORE, WHOLE, EncodeSettings, encode_chunk
+from finetuning.errors import UserError
+from tests.data import template_corpus as corpus
+
+TEMPLATES = corpus.trl_templates()
+#: Rendered by the template, and refused on purpose (never trained silently wrong):
+REFUSED = {
+    # These VLM templates render only content parts ([{"type": "text", ...}]): a string
+    # content is dropped, so the turn would train as its end marker alone.
+    ("idefics3", "chat"): "content",
+    ("smolvlm", "chat"): "content",
+    # The generation prompt pre-fills an empty think block: the model never generates
+    # reasoning at inference, so a reasoning turn cannot be trained as it is generated.
+    ("qwen3_5_nothink", "reasoning"): "reasoning_content",
+}
+
+#: A Mistral v3 Tekken-style template (written for this test): the tool list goes before the
+#: LAST user turn and the system prompt into it, so history is rewritten as the chat grows.
+TEKKEN = (
+    '{%- if messages[0]["role"] == "system" %}{%- set system_message = messages[0]["content"] %}'
+    "{%- set loop_messages = messages[1:] %}{%- else %}{%- set loop_messages = messages %}"
+    "{%- endif %}"
+    '{%- set user_messages = loop_messages | selectattr("role", "equalto", "user") | list %}'
+    "{{- bos_token }}"
+    "{%- for message in loop_messages %}"
+    '{%- if message["role"] == "user" %}'
+    "{%- if tools and (message == user_messages[-1]) %}"
+    '{{- "[AVAILABLE_TOOLS]" + (tools | tojson) + "[/AVAILABLE_TOOLS]" }}{%- endif %}'
+    "{%- if loop.last and system_message is defined %}"
+    '{{- "[INST]" + system_message + "\\n\\n" + message["content"] + "[/INST]" }}'
+    '{%- else %}{{- "[INST]" + message["content"] + "[/INST]" }}{%- endif %}'
+    '{%- elif message["role"] == "assistant" and message.tool_calls %}'
+    '{{- "[TOOL_CALLS][" }}{%- for tc in message.tool_calls %}'
+    '{{- {"name": tc.function.name, "arguments": tc.function.arguments} | tojson }}'
+    '{%- if not loop.last %}{{- ", " }}{%- endif %}{%- endfor %}{{- "]" + eos_token }}'
+    '{%- elif message["role"] == "assistant" %}{{- message["content"] + eos_token }}'
+    '{%- elif message["role"] == "tool" %}'
+    '{{- "[TOOL_RESULTS]" + {"content": message.content} | tojson + "[/TOOL_RESULTS]" }}'
+    "{%- endif %}{%- endfor %}"
+)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("corpus-tokenizer"))
+
+
+def _tokenizer(name: str, folder: str):
+    return corpus.template_tokenizer(TEKKEN if name == "tekken" else TEMPLATES[name], folder)
+
+
+@pytest.mark.parametrize("kind", corpus.KINDS)
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_each_original_template_trains_each_kind_it_renders_with_exact_masks(name, kind, folder):
+    tokenizer = _tokenizer(name, folder)
+    found = corpus.renderable(tokenizer, kind)
+    if found is None or (name, kind) in REFUSED:
+        # What the template cannot render is refused naming the row, never trained without it.
+        messages = found[0] if found else corpus.conversation(kind)
+        tools = corpus.TOOLS if kind == "tools" else None
+        row = {"messages": messages, "tools": tools, "_where": "d.jsonl:3"}
+        settings = EncodeSettings(T.KEEP_ORIGINAL, 10**6, completions_only=True)
+        with pytest.raises(UserError, match=r"d\.jsonl:3: ") as info:
+            encode_chunk([row], tokenizer, settings)
+        if (name, kind) in REFUSED:
+            assert f"does not render this row's {REFUSED[name, kind]}" in str(info.value)
+        return
+    outcome = corpus.check(tokenizer, *found, HistoryRule.AUTO)
+    assert outcome.trains, outcome.problem
+
+
+def test_the_corpus_is_the_one_the_issue_counted(folder):
+    """84 template x kind combinations render (the issue's count); all but REFUSED train."""
+    outcomes = corpus.run_corpus(folder)
+    rendered = [o for o in outcomes if o.renders]
+    assert len(TEMPLATES) == 41 and len(rendered) == 84
+    failing = {(o.template, o.kind) for o in rendered if not o.trains}
+    assert failing == set(REFUSED)
+
+
+def test_mistral_tekken_tools_train_turn_by_turn_as_generated(folder):
+    tokenizer = _tokenizer("tekken", folder)
+    messages, tools = corpus.renderable(tokenizer, "tools")
+    outcome = corpus.check(tokenizer, messages, tools, HistoryRule.AUTO)
+    assert outcome.trains, outcome.problem
+    assert (outcome.rule, outcome.examples) == ("per-turn", 3)
+    settings = EncodeSettings(T.KEEP_ORIGINAL, 10**6, completions_only=True)
+    store = encode_chunk([{"messages": messages, "tools": tools}], tokenizer, settings)
+    ids, labels = store.row(0)  # the tool call's example
+    trained = labels != IGNORE
+    prompt = tokenizer.decode(ids[~trained].tolist())
+    # At inference the tools and the system prompt sit in the last user turn.
+    assert prompt.endswith("[/AVAILABLE_TOOLS][INST]be brief\n\nred apple[/INST]"), prompt
+    call = '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}]</s>'
+    assert tokenizer.decode(ids[trained].tolist()) == call
+
+
+def test_the_history_rules(folder):
+    qwen3, qwen25 = _tokenizer("qwen3", folder), _tokenizer("qwen2_5", folder)
+    messages = corpus.conversation("reasoning")
+    cases = [  # (tokenizer, rule, rule that ran, examples)
+        (qwen3, HistoryRule.AUTO, "per-turn", 2),
+        (qwen3, HistoryRule.PER_TURN, "per-turn", 2),
+        (qwen3, HistoryRule.LAST_TURN, "per-turn", 1),
+        (qwen25, HistoryRule.AUTO, "whole", 1),  # prefix-preserving: one example
+        (qwen25, HistoryRule.PER_TURN, "per-turn", 2),
+    ]
+    for tokenizer, rule, ran, examples in cases:
+        chat = messages if tokenizer is qwen3 else corpus.conversation("chat")
+        outcome = corpus.check(tokenizer, chat, None, rule)
+        assert outcome.trains, (rule, outcome.problem)
+        assert (outcome.rule, outcome.examples) == (ran, examples), rule
+    settings = EncodeSettings(T.KEEP_ORIGINAL, 10**6, history_rule=HistoryRule.WHOLE)
+    with pytest.raises(UserError, match=r"d\.jsonl:1: the tokenizer's chat template renders"):
+        encode_chunk([{"messages": messages, "_where": "d.jsonl:1"}], qwen3, settings)
+
+
+def test_generation_blocks_give_the_spans(folder):
+    """A template with {% generation %} blocks: the labels are transformers' assistant masks."""
+    from pathlib import Path
+
+    import trl
+
+    template = (Path(trl.__file__).parent / "chat_templates" / "qwen3_training.jinja").read_text()
+    tokenizer = corpus.template_tokenizer(template, folder)
+    messages = corpus.conversation("reasoning")
+    store = encode_chunk(
+        [{"messages": messages}],
+        tokenizer,
+        EncodeSettings(T.KEEP_ORIGINAL, 10**6, completions_only=True),
+    )
+    assert len(store) == 1 and store.flags[0] & WHOLE  # TRL made it prefix-preserving
+    ids, labels = store.row(0)
+    masks = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    start = len(ids) - len(masks["input_ids"])  # the BOS the encoder adds
+    assert ids[start:].tolist() == masks["input_ids"]
+    assert ((labels[start:] != IGNORE) == np.asarray(masks["assistant_masks"], bool)).all()
+    assert (labels[:start] == IGNORE).all()
