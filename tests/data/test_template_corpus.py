@@ -22,11 +22,11 @@ TEMPLATES = corpus.trl_templates()
 REFUSED = {
     # These VLM templates render only content parts ([{"type": "text", ...}]): a string
     # content is dropped, so the turn would train as its end marker alone.
-    ("idefics3", "chat"): "content",
-    ("smolvlm", "chat"): "content",
+    ("idefics3", "chat"): ".content",
+    ("smolvlm", "chat"): ".content",
     # The generation prompt pre-fills an empty think block: the model never generates
     # reasoning at inference, so a reasoning turn cannot be trained as it is generated.
-    ("qwen3_5_nothink", "reasoning"): "reasoning_content",
+    ("qwen3_5_nothink", "reasoning"): ".reasoning_content",
 }
 
 #: A Mistral v3 Tekken-style template (written for this test): the tool list goes before the
@@ -78,7 +78,7 @@ def test_each_original_template_trains_each_kind_it_renders_with_exact_masks(nam
         with pytest.raises(UserError, match=r"d\.jsonl:3: ") as info:
             encode_chunk([row], tokenizer, settings)
         if (name, kind) in REFUSED:
-            assert f"does not render this row's {REFUSED[name, kind]}" in str(info.value)
+            assert f"leaves out messages[2]{REFUSED[name, kind]}" in str(info.value)
         return
     outcome = corpus.check(tokenizer, *found, HistoryRule.AUTO)
     assert outcome.trains, outcome.problem

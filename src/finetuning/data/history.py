@@ -230,19 +230,19 @@ def conversation_examples(
     return [turn_example(messages, i, tokenizer, tools) for i in turns], False
 
 
-def _missing_in(text: str, message: dict[str, Any]) -> list[str]:
-    """What of an assistant turn's tool calls and reasoning ``text`` (its span) does not show."""
+def _missing_in(text: str, message: dict[str, Any], where: str) -> list[str]:
+    """What of an assistant turn's content, reasoning and tool calls ``text`` does not show."""
     missing = []
     content = message.get("content")
     if isinstance(content, str) and content.strip() and content.strip() not in text:
-        missing.append("content")
+        missing.append(f"{where}.content")
     reasoning = (message.get("reasoning_content") or "").strip()
     if reasoning and reasoning not in text:
-        missing.append("reasoning_content")
+        missing.append(f"{where}.reasoning_content")
     for call in tool_calls(message):
         keys = [str(k) for k in call["arguments"]]
         if call["name"] not in text or any(k not in text for k in keys):
-            missing.append(f"the tool call {call['name']!r}")
+            missing.append(f"{where}.tool_calls ({call['name']})")
     return missing
 
 
@@ -251,24 +251,23 @@ def unrendered(
 ) -> list[str]:
     """What the row carries that its examples' text leaves out (empty: everything shows).
 
-    Checked per trained turn (its own span), so reasoning a template drops from history but
-    shows in the turn being generated is not reported; ``tools`` must show in each example.
+    Each trained turn is checked against its example's trained text, so reasoning a template
+    drops from history but shows in the turn being generated is not reported; ``tools`` must
+    show in every example.
     """
-    turns = [m for m in messages if m.get("role") == "assistant"]
-    if not whole:
-        turns = turns[len(turns) - len(examples) :]
-    pairs = (
-        [(examples[0], span, m) for span, m in zip(examples[0].spans, turns, strict=False)]
-        if whole
-        else [(ex, ex.spans[-1], m) for ex, m in zip(examples, turns, strict=True) if ex.spans]
-    )
+    turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    if whole:
+        checks = [(examples[0], turns)]
+    else:
+        trained_turns = turns[len(turns) - len(examples) :]
+        checks = [(ex, [i]) for ex, i in zip(examples, trained_turns, strict=True)]
     missing: list[str] = []
-    for example, (s, e), message in pairs:
-        missing += [m for m in _missing_in(example.text[s:e], message) if m not in missing]
-    for tool in tools or []:
-        name = tool_name(tool)
-        if any(name not in ex.text for ex in examples) and "`tools`" not in missing:
-            missing.append("`tools`")
+    for example, indices in checks:
+        trained = "\0".join(example.text[s:e] for s, e in example.spans)
+        for i in indices:
+            missing += _missing_in(trained, messages[i], f"messages[{i}]")
+    if any(tool_name(t) not in ex.text for t in tools or [] for ex in examples):
+        missing.append("`tools`")
     return missing
 
 
@@ -276,8 +275,8 @@ def refuse_unrendered(missing: list[str]) -> None:
     """Raise the located error for content the tokenizer's template drops."""
     named = ", ".join(t.value for t in TOOL_TEMPLATES if t != ChatTemplateName.KEEP_ORIGINAL)
     raise UnsupportedRow(
-        f"the tokenizer's chat template (keep-original) does not render this row's "
-        f"{', '.join(missing)}: training would drop it silently. Use a template that renders "
-        f"tools, tool calls and reasoning ({named}), a tokenizer whose own template renders "
-        "them, or set data_conf.allow_unrendered_content: true to train without it"
+        f"the tokenizer's chat template (keep-original) leaves out {', '.join(missing)} of "
+        f"this row, so training would silently drop them. Use a template that renders tools, "
+        f"tool calls and reasoning ({named}), a tokenizer whose own template renders them, "
+        "or set data_conf.allow_unrendered_content: true to train without them"
     )
