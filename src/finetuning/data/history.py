@@ -266,9 +266,14 @@ def unrendered(
         trained = "\0".join(example.text[s:e] for s, e in example.spans)
         for i in indices:
             missing += _missing_in(trained, messages[i], f"messages[{i}]")
-    if any(tool_name(t) not in ex.text for t in tools or [] for ex in examples):
+    if any(missing_tools(ex.text, tools) for ex in examples):
         missing.append("`tools`")
     return missing
+
+
+def missing_tools(text: str, tools: list | None) -> list[str]:
+    """The names of the function schemas in ``tools`` that a rendered ``text`` does not show."""
+    return [str(tool_name(t)) for t in tools or [] if str(tool_name(t)) not in text]
 
 
 def refuse_unrendered(missing: list[str]) -> None:
