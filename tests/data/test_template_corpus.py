@@ -153,3 +153,36 @@ def test_generation_blocks_give_the_spans(folder):
     assert ids[start:].tolist() == masks["input_ids"]
     assert ((labels[start:] != IGNORE) == np.asarray(masks["assistant_masks"], bool)).all()
     assert (labels[:start] == IGNORE).all()
+
+
+def test_preference_completions_follow_a_prefilled_generation_prompt(folder):
+    """Nemotron pre-fills `<think>\\n`: the chosen completion continues it, as generated."""
+    from finetuning.data.preference import encode_preference_chunk
+
+    tokenizer = _tokenizer("nemotron_3_nano", folder)
+    chat = corpus.conversation("chat")
+    row = {
+        "prompt_messages": chat[:4],
+        "chosen_messages": [chat[4]],
+        "rejected_messages": [{"role": "assistant", "content": "black plum"}],
+    }
+    store = encode_preference_chunk([row], tokenizer, EncodeSettings(T.KEEP_ORIGINAL, 10**6))
+    prompt = tokenizer.apply_chat_template(chat[:4], tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n")
+    triple = store.triple(0)
+    assert tokenizer.decode(triple["prompt_ids"]) == "<s>" + prompt
+    assert tokenizer.decode(triple["chosen_ids"]) == "</think>yellow grape<|im_end|>\n"
+    assert tokenizer.decode(triple["rejected_ids"]) == "</think>black plum<|im_end|>\n"
+
+
+def test_prompt_rows_whose_tools_the_template_drops_are_refused(folder):
+    from finetuning.data.prompts import encode_prompt_chunk
+
+    tokenizer = _tokenizer("llama3", folder)  # renders no tools
+    row = {"prompt_messages": corpus.conversation("chat")[:2], "tools": corpus.TOOLS}
+    with pytest.raises(UserError, match=r"p\.jsonl:4: .* leaves out `tools` of this row"):
+        encode_prompt_chunk(
+            [{**row, "_where": "p.jsonl:4"}], tokenizer, EncodeSettings(T.KEEP_ORIGINAL, 10**6)
+        )
+    allowed = EncodeSettings(T.KEEP_ORIGINAL, 10**6, allow_unrendered=True)
+    assert len(encode_prompt_chunk([row], tokenizer, allowed)) == 1

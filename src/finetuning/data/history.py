@@ -150,6 +150,14 @@ def turn_example(messages: Messages, i: int, tokenizer: Any, tools: list | None)
     else:
         at_prompt, at_upto = _anchors(messages, i, prompt, upto)
         k = _token_boundary(tokenizer, prompt[at_prompt:], upto[at_upto:])
+        if not prompt[at_prompt : at_prompt + k].strip():
+            # Not even the assistant header is shared: nothing to align the turn on.
+            raise TemplateMismatch(
+                f"the tokenizer's chat template renders the generation prompt as "
+                f"{prompt[at_prompt:][-40:]!r} but starts the assistant turn with "
+                f"{upto[at_upto:][:40]!r}, so the turn cannot be aligned with what the model "
+                "generates after the prompt: use a named template"
+            )
         prefill, rest = prompt[at_prompt + k :], upto[at_upto + k :]
         found = rest.find(prefill) if prefill.strip() else -1
         cut = at_upto + k + (found + len(prefill) if found >= 0 else 0)
@@ -205,7 +213,9 @@ def conversation_examples(
         assistant turn) rather than turn by turn.
 
     Raises:
-        TemplateMismatch: ``whole`` and a template that rewrites this row's history.
+        TemplateMismatch: ``whole`` and a template that rewrites this row's history, or a
+            template whose generation prompt shares not even the assistant header with the
+            turns it renders.
     """
     if name != ChatTemplateName.KEEP_ORIGINAL:
         return [render(name, messages, tokenizer, tools=tools)], True

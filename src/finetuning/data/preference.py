@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from finetuning.config.data import ChatTemplateName
 from finetuning.data.encode import (
     IDENTICAL,
     IGNORE,
@@ -27,7 +28,8 @@ from finetuning.data.encode import (
     needs_special_prefix,
     special_prefix,
 )
-from finetuning.data.templates import render
+from finetuning.data.history import missing_tools, refuse_unrendered, turn_example, unrendered
+from finetuning.data.templates import render, render_original
 
 PARTS = ("prompt", "chosen", "rejected")
 
@@ -107,13 +109,15 @@ def rendered_prompt(
     row: dict[str, Any], tokenizer: Any, settings: EncodeSettings, prefix: list[int]
 ) -> tuple[Any, np.ndarray]:
     """A row's ``prompt_messages`` rendered with the generation prompt, and its token ids."""
-    prompt = render(
-        settings.template,
-        row["prompt_messages"],
-        tokenizer,
-        add_generation_prompt=True,
-        tools=row.get("tools"),
-    )
+    tools, messages = row.get("tools"), row["prompt_messages"]
+    if settings.template == ChatTemplateName.KEEP_ORIGINAL:
+        # Only the text matters here: a template that rewrites history renders the prompt as
+        # the model gets it, whatever earlier turns looked like when they were generated.
+        prompt = render_original(messages, tokenizer, True, tools, strict=False)
+        if missing_tools(prompt.text, tools) and not settings.allow_unrendered:
+            refuse_unrendered(["`tools`"])
+    else:
+        prompt = render(settings.template, messages, tokenizer, True, tools=tools)
     return prompt, _tokens(tokenizer, prompt.text, prefix)[0]
 
 
@@ -121,9 +125,20 @@ def _completion(
     row: dict[str, Any], key: str, tokenizer: Any, settings: EncodeSettings, prompt: tuple, prefix
 ) -> np.ndarray:
     prompt_text, prompt_ids = prompt
-    full = render(
-        settings.template, row["prompt_messages"] + row[key], tokenizer, tools=row.get("tools")
-    )
+    messages, tools = row["prompt_messages"] + row[key], row.get("tools")
+    if (
+        settings.template == ChatTemplateName.KEEP_ORIGINAL
+        and row["prompt_messages"]
+        and (len(row[key]) == 1)
+    ):
+        # The completion as the model generates it after this prompt, also where the template
+        # rewrites history or pre-fills the generation prompt (data.history).
+        full = turn_example(messages, len(messages) - 1, tokenizer, tools)
+        missing = unrendered(messages, tools, [full], whole=False)
+        if missing and not settings.allow_unrendered:
+            refuse_unrendered(missing)
+    else:
+        full = render(settings.template, messages, tokenizer, tools=tools)
     if not full.text.startswith(prompt_text):
         raise ValueError(f"the template renders the prompt differently once `{key}` follows it")
     ids, offsets = _tokens(tokenizer, full.text, prefix)

@@ -33,7 +33,12 @@ def encode_settings(config: ExperimentConfig) -> EncodeSettings:
         length = config.training_args.get(
             "max_length", training_arg_default("reward", "max_length")
         )
-        return EncodeSettings(template, length or 2**31 - 1, truncation_mode="drop")
+        return EncodeSettings(
+            template,
+            length or 2**31 - 1,
+            truncation_mode="drop",
+            allow_unrendered=config.data_conf.allow_unrendered_content,
+        )
     if sft is not None:
         return EncodeSettings(
             template,
@@ -45,12 +50,16 @@ def encode_settings(config: ExperimentConfig) -> EncodeSettings:
             history_rule=config.data_conf.history_rule,
             allow_unrendered=config.data_conf.allow_unrendered_content,
         )
+    allow = config.data_conf.allow_unrendered_content
     if rows_of(config.method) == "prompt":  # GRPO: the prompt is all there is to encode
         limit = config.grpo_args.max_prompt_length
-        return EncodeSettings(template, max_length=limit, max_prompt_length=limit)
+        return EncodeSettings(
+            template, max_length=limit, max_prompt_length=limit, allow_unrendered=allow
+        )
     args, method = config.training_args, config.method
     return EncodeSettings(
         template,
+        allow_unrendered=allow,
         max_length=int(args.get("max_length") or training_arg_default(method, "max_length")),
         max_prompt_length=args.get("max_prompt_length"),
         truncation_mode=args.get(
