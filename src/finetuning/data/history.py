@@ -30,6 +30,7 @@ the example's text: a template that silently drops them is refused, naming the r
 from __future__ import annotations
 
 import re
+import weakref
 from typing import Any
 
 from finetuning.config.data import ChatTemplateName, HistoryRule
@@ -92,11 +93,19 @@ def _token_boundary(tokenizer: Any, a: str, b: str) -> int:
     return end
 
 
+_MARKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _markers(tokenizer: Any) -> tuple[str, ...]:
     """The texts that can end an assistant turn: the tokenizer's added and special tokens."""
-    found = set(getattr(tokenizer, "added_tokens_encoder", {}) or {})
-    found.update(t for t in (tokenizer.eos_token, tokenizer.bos_token) if t)
-    return tuple(sorted(found, key=len, reverse=True))
+    key = (len(tokenizer), tokenizer.eos_token)
+    cached = _MARKERS.get(tokenizer)
+    if cached is None or cached[0] != key:  # once per tokenizer, not per turn
+        found = set(getattr(tokenizer, "added_tokens_encoder", {}) or {})
+        found.update(t for t in (tokenizer.eos_token, tokenizer.bos_token) if t)
+        cached = (key, tuple(sorted(found, key=len, reverse=True)))
+        _MARKERS[tokenizer] = cached
+    return cached[1]
 
 
 def ends_with_marker(tokenizer: Any, turn: str) -> bool:
