@@ -186,3 +186,40 @@ def test_prompt_rows_whose_tools_the_template_drops_are_refused(folder):
         )
     allowed = EncodeSettings(T.KEEP_ORIGINAL, 10**6, allow_unrendered=True)
     assert len(encode_prompt_chunk([row], tokenizer, allowed)) == 1
+
+
+def test_reasoning_is_masked_turn_by_turn_with_train_on_reasoning_false(folder):
+    tokenizer = _tokenizer("qwen3", folder)
+    settings = EncodeSettings(
+        T.KEEP_ORIGINAL, 10**6, completions_only=True, train_on_reasoning=False
+    )
+    store = encode_chunk([{"messages": corpus.conversation("reasoning")}], tokenizer, settings)
+    assert len(store) == 2
+    for e, (reasoning, answer) in enumerate([(corpus.R1, corpus.A1), (corpus.R2, corpus.A2)]):
+        ids, labels = store.row(e)
+        trained = tokenizer.decode(ids[labels != IGNORE].tolist())
+        assert answer in trained and reasoning not in trained
+        assert reasoning in tokenizer.decode(ids.tolist())  # shown, not trained
+
+
+def test_generation_blocks_let_whole_train_a_template_that_rewrites_history(folder):
+    # The last assistant turn gets a prefix the others lose: not prefix-preserving.
+    template = (
+        "{%- for m in messages %}{{ '<|im_start|>' + m.role + '\\n' }}"
+        "{%- if m.role == 'assistant' %}{%- if loop.last %}{{ 'LAST ' }}{%- endif %}"
+        "{%- generation %}{{ m.content + '<|im_end|>' }}{%- endgeneration %}{{ '\\n' }}"
+        "{%- else %}{{ m.content + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
+        "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
+    )
+    tokenizer = corpus.template_tokenizer(template, folder)
+    rows = [{"messages": corpus.conversation("chat")}]
+    for rule, examples in [(HistoryRule.WHOLE, 1), (HistoryRule.AUTO, 2)]:
+        settings = EncodeSettings(T.KEEP_ORIGINAL, 10**6, completions_only=True, history_rule=rule)
+        store = encode_chunk(rows, tokenizer, settings)
+        assert len(store) == examples, rule
+        runs = []
+        for e in range(len(store)):
+            ids, labels = store.row(e)
+            runs += [tokenizer.decode(ids[a:b].tolist()) for a, b in corpus._runs(labels)]
+        # (" yellow" is one token: it straddles the block's start and is trained whole.)
+        assert [r.lstrip() for r in runs] == ["green banana<|im_end|>", "yellow grape<|im_end|>"]

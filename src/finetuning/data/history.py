@@ -197,6 +197,8 @@ def _whole(messages: Messages, tokenizer: Any, tools: list | None, strict: bool)
         text, blocks = generation_spans(tokenizer, messages, False, tools)
         if text == rendered.text and blocks:
             return Rendered(text, tuple(blocks), rendered.reasoning)
+    if not strict:  # the differences were not checked: without blocks there are no spans
+        render_original(messages, tokenizer, False, tools, strict=True)
     return rendered
 
 
