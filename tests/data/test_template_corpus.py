@@ -223,3 +223,24 @@ def test_generation_blocks_let_whole_train_a_template_that_rewrites_history(fold
             runs += [tokenizer.decode(ids[a:b].tolist()) for a, b in corpus._runs(labels)]
         # (" yellow" is one token: it straddles the block's start and is trained whole.)
         assert [r.lstrip() for r in runs] == ["green banana<|im_end|>", "yellow grape<|im_end|>"]
+
+
+def test_turn_by_turn_examples_keep_their_row_through_chunks_and_the_cache(folder, tmp_path):
+    from finetuning.data.encode import TokenStore, encode_rows
+
+    tokenizer = _tokenizer("qwen3", folder)  # per-turn: 2 examples per conversation
+    rows = [
+        {"messages": corpus.conversation("chat")},
+        {"messages": corpus.conversation("chat")[:3]},
+    ]
+    settings = EncodeSettings(T.KEEP_ORIGINAL, 10**6, completions_only=True)
+    parts = [encode_chunk(rows, tokenizer, settings), encode_chunk(rows[1:], tokenizer, settings)]
+    store = TokenStore.concat(parts)
+    assert store.source_rows.tolist() == [0, 0, 1, 2] and store.rows() == 3
+    assert store.examples_of(np.array([2, 0, 0])).tolist() == [3, 0, 1, 0, 1]
+    store.save(tmp_path)
+    loaded = TokenStore.load(tmp_path)
+    assert loaded.source_rows.tolist() == [0, 0, 1, 2]
+    # One exchange is prefix-preserving even for Qwen3: trained whole.
+    assert (np.asarray(loaded.flags) & WHOLE).tolist() == [0, 0, WHOLE, WHOLE]
+    assert encode_rows(rows + rows[1:], tokenizer, settings, progress=False).rows() == 3
