@@ -244,3 +244,23 @@ def test_turn_by_turn_examples_keep_their_row_through_chunks_and_the_cache(folde
     # One exchange is prefix-preserving even for Qwen3: trained whole.
     assert (np.asarray(loaded.flags) & WHOLE).tolist() == [0, 0, WHOLE, WHOLE]
     assert encode_rows(rows + rows[1:], tokenizer, settings, progress=False).rows() == 3
+
+
+def test_a_conversations_examples_stay_on_one_side_of_the_validation_split(folder, tmp_path):
+    from finetuning.config.data import ChatTrainValidConfig
+    from finetuning.data.prepare import prepare_data
+    from finetuning.testing import write_jsonl
+
+    tokenizer = _tokenizer("qwen3", folder)
+    data = write_jsonl(tmp_path / "d.jsonl", [{"messages": corpus.conversation("chat")}] * 10)
+    conf = ChatTrainValidConfig(
+        training_data={"type": "CONCATENATION", "datasets": [{"path": str(data)}]},
+        validation_data={"type": "AUTO_SPLIT", "ratio": 0.3},
+        chat_template_name="keep-original",
+    )
+    settings = EncodeSettings(T.KEEP_ORIGINAL, 10**6, completions_only=True)
+    prepared = prepare_data(conf, tokenizer, settings, use_cache=False)
+    rows = np.asarray(prepared.train.store.source_rows)
+    train, valid = rows[prepared.train.indices], rows[prepared.valid.indices]
+    assert (len(train), len(valid)) == (14, 6)  # 7 and 3 conversations, 2 examples each
+    assert not set(train) & set(valid)
