@@ -101,3 +101,32 @@ def test_parallel_encoding_equals_serial(tokenizer, monkeypatch):
     parallel = encode_rows(rows, tokenizer, settings, num_workers=2, progress=False)
     for name in ("input_ids", "labels", "offsets", "status"):
         assert np.array_equal(getattr(serial, name), getattr(parallel, name))
+
+
+# --- the shared "encode rows, collect located problems" loop ----------------------------------
+
+
+def test_every_bad_row_is_reported_with_its_location_not_only_the_first(tokenizer):
+    from finetuning.data.preference import encode_preference_chunk
+    from finetuning.data.prompts import encode_prompt_chunk
+    from finetuning.errors import UserError
+
+    call = {"type": "function", "function": {"name": "f", "arguments": {}}}
+    agent = [
+        {"role": "user", "content": "U"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+    ]
+    good = [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]
+    chat = [{"messages": m, "_where": f"d.jsonl:{i}"} for i, m in enumerate([agent, good, agent])]
+    prompt = [{"prompt_messages": r["messages"], "_where": r["_where"]} for r in chat]
+    pairs = [{**r, "chosen_messages": good[1:], "rejected_messages": good[1:]} for r in prompt]
+    settings = _settings(T.MISTRAL_WITH_SYSTEM)  # renders no tool calls: the agent rows fail
+    for encode, rows, header in [
+        (encode_chunk, chat, "chat"),
+        (encode_prompt_chunk, prompt, "prompt"),
+        (encode_preference_chunk, pairs, "preference"),
+    ]:
+        with pytest.raises(UserError) as info:
+            encode(rows, tokenizer, settings)
+        assert info.value.header == f"{header} rows that cannot be encoded:"
+        assert [p.where for p in info.value.problems] == ["d.jsonl:0", "d.jsonl:2"], header

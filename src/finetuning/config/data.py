@@ -20,6 +20,30 @@ class ChatTemplateName(StrEnum):
     SIMPLIFIED_LLAMA31 = "simplified-llama31"
 
 
+class HistoryRule(StrEnum):
+    """How ``keep-original`` turns a conversation into training examples.
+
+    Many model templates render a conversation's history differently from what the model saw
+    when it generated each turn (Qwen3 drops past reasoning, GPT-OSS its analysis channel,
+    DeepSeek and Nemotron pre-fill ``<think>`` in the generation prompt). Training on the whole
+    rendering would teach turns in a context the model never meets at inference.
+
+    ``auto``: the whole conversation is one example where the template is prefix-preserving for
+    it (each turn renders the same with or without the later turns, and continues its generation
+    prompt); otherwise one example per assistant turn. ``per-turn``: always one example per
+    assistant turn: the conversation up to that turn rendered with the generation prompt, exactly
+    as at inference, and only that turn trained. ``last-turn``: one example per conversation, the
+    last assistant turn only, rendered the same way. ``whole``: the whole conversation as one
+    example, every assistant turn trained; a row the template renders differently once later
+    turns follow is an error.
+    """
+
+    AUTO = "auto"
+    PER_TURN = "per-turn"
+    LAST_TURN = "last-turn"
+    WHOLE = "whole"
+
+
 class MissingPadTokenStrategy(StrEnum):
     """What to use for padding when the tokenizer has no pad token.
 
@@ -202,3 +226,13 @@ class ChatTrainValidConfig(StrictModel):
     """Padding side, right is usually right."""
     missing_pad_token_strategy: MissingPadTokenStrategy = MissingPadTokenStrategy.BOS_REPURPOSE
     """See the MissingPadTokenStrategy values for descriptions of the options."""
+    history_rule: HistoryRule = HistoryRule.AUTO
+    """keep-original: how conversations become training examples (see the HistoryRule values):
+    ``auto`` trains a conversation whole where its template is prefix-preserving and one example
+    per assistant turn otherwise, each exactly as the model sees it when generating that turn.
+    The preflight says how many conversations each rule took and how many examples and tokens
+    they gave. Named templates are prefix-preserving: they always train the whole conversation."""
+    allow_unrendered_content: bool = False
+    """keep-original: train rows whose tool calls, tools or reasoning the tokenizer's template
+    does not render (they are left out of the text; the preflight warns and counts them). By
+    default such a row is an error naming it and the templates that do render them."""

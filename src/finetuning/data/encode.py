@@ -17,21 +17,26 @@ from typing import Any
 
 import numpy as np
 
-from finetuning.config.data import ChatTemplateName
+from finetuning.config.data import ChatTemplateName, HistoryRule
 from finetuning.config.training import SFTArguments
 from finetuning.config.training_args import training_arg_default
+from finetuning.data.history import conversation_examples, refuse_unrendered, unrendered
 from finetuning.data.messages import without_past_reasoning
-from finetuning.data.templates import TemplateMismatch, UnsupportedRow, render
-from finetuning.errors import UserError
+from finetuning.data.templates import Rendered
+from finetuning.errors import Problem, UserError
 
 IGNORE = -100
 CHUNK = 2000
 PARALLEL_MIN_ROWS = 20_000
-STORE_ARRAYS = ("input_ids", "labels", "offsets", "status", "full_lengths")
+STORE_ARRAYS = ("input_ids", "labels", "offsets", "status", "full_lengths", "source_rows", "flags")
 
 #: Row status codes in :class:`TokenStore` (IDENTICAL: a preference row whose chosen and
 #: rejected completions are the same tokens, which DPO learns nothing from).
 OK, TOO_LONG, TRUNCATED, NOTHING_TRAINED, IDENTICAL = 0, 1, 2, 3, 4
+#: Example flags in :class:`TokenStore`: the conversation was trained whole (one example, every
+#: assistant turn), not turn by turn; the template left out content the row carries
+#: (``allow_unrendered_content``).
+WHOLE, UNRENDERED = 1, 2
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,9 @@ class EncodeSettings:
             reward: "drop" drops a pair that does not fit (TRL's RewardTrainer does the same).
         train_on_reasoning: SFT: train the assistant's reasoning (else it is masked).
         drop_past_reasoning: Leave out the reasoning of every assistant turn but the last.
+        history_rule: keep-original: how a conversation becomes examples (``data.history``).
+        allow_unrendered: keep-original: train rows whose tool calls, tools or reasoning the
+            template does not render (flagged UNRENDERED) instead of refusing them.
     """
 
     template: ChatTemplateName
@@ -59,11 +67,18 @@ class EncodeSettings:
     truncation_mode: str = training_arg_default("dpo", "truncation_mode")
     train_on_reasoning: bool = True
     drop_past_reasoning: bool = False
+    history_rule: HistoryRule = HistoryRule.AUTO
+    allow_unrendered: bool = False
 
 
 @dataclass
 class TokenStore:
-    """Encoded rows as flat arrays (cheap to cache, index and share).
+    """Encoded examples as flat arrays (cheap to cache, index and share).
+
+    One row gives one example, except for a conversation that keep-original trains turn by turn
+    (``data.history``): it gives one example per trained turn, consecutive in the store, and
+    ``source_rows`` says which row each example came from (mixing and splitting choose rows, so
+    a conversation's examples stay on one side of the validation split).
 
     Attributes:
         input_ids: All token ids, row after row (int32).
@@ -71,6 +86,8 @@ class TokenStore:
         offsets: Row ``i`` is ``[offsets[i], offsets[i + 1])`` (int64, length n + 1).
         status: Per row: OK, TOO_LONG (filtered, stored empty), TRUNCATED, NOTHING_TRAINED.
         full_lengths: Token length of each row before length handling.
+        source_rows: The row of each example, ascending (default: one example per row).
+        flags: Per example: WHOLE and UNRENDERED bits (default: WHOLE).
     """
 
     input_ids: np.ndarray
@@ -78,6 +95,26 @@ class TokenStore:
     offsets: np.ndarray
     status: np.ndarray
     full_lengths: np.ndarray
+    source_rows: np.ndarray | None = None
+    flags: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.source_rows is None:
+            self.source_rows = np.arange(len(self.status), dtype=np.int64)
+        if self.flags is None:
+            self.flags = np.full(len(self.status), WHOLE, np.int8)
+
+    def rows(self) -> int:
+        """How many rows the examples came from."""
+        return int(self.source_rows[-1]) + 1 if len(self.source_rows) else 0
+
+    def examples_of(self, rows: np.ndarray) -> np.ndarray:
+        """The example indices of ``rows`` (row indices, repeats allowed), in their order."""
+        rows = np.asarray(rows, np.int64)
+        first = np.searchsorted(self.source_rows, np.arange(self.rows() + 1))
+        starts, counts = first[rows], first[rows + 1] - first[rows]
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        return np.repeat(starts, counts) + within
 
     def __len__(self) -> int:
         return len(self.status)
@@ -100,6 +137,7 @@ class TokenStore:
     @staticmethod
     def concat(parts: list[TokenStore]) -> TokenStore:
         shifts = np.cumsum([0] + [len(p.input_ids) for p in parts[:-1]])
+        row_shifts = np.cumsum([0] + [p.rows() for p in parts[:-1]])
         return TokenStore(
             np.concatenate([p.input_ids for p in parts]),
             np.concatenate([p.labels for p in parts]),
@@ -108,6 +146,10 @@ class TokenStore:
             ).astype(np.int64),
             np.concatenate([p.status for p in parts]),
             np.concatenate([p.full_lengths for p in parts]),
+            np.concatenate(
+                [p.source_rows + r for p, r in zip(parts, row_shifts, strict=True)]
+            ).astype(np.int64),
+            np.concatenate([p.flags for p in parts]),
         )
 
 
@@ -141,29 +183,78 @@ def needs_special_prefix(tokenizer: Any, text: str) -> bool:
     return not (bos and text.startswith(bos))
 
 
+#: At most this many located problems are listed when rows cannot be encoded.
+MAX_REPORTED = 20
+
+
+def encode_each(
+    rows: list[dict[str, Any]], encode_row: Callable[[dict[str, Any]], Any], what: str
+) -> list[Any]:
+    """``encode_row`` applied to every row, with every located problem collected first.
+
+    The one loop the encoders share (chat, preference, unpaired, prompt): a row the template
+    cannot render, or whose completion does not continue its prompt cleanly, becomes a problem
+    naming the row (``file:line``); all of them are reported together (up to
+    :data:`MAX_REPORTED`) instead of stopping at the first.
+
+    Args:
+        rows: The rows, each with ``_where`` (``file:line``) where the reader set it.
+        encode_row: Renders (and may tokenise) one row. It raises ``ValueError``
+            (``TemplateMismatch``, ``UnsupportedRow``, a failed continuation check) or Jinja's
+            ``TemplateError`` (keep-original: the template refused the row) for a bad row;
+            anything else is not the row's fault and propagates.
+        what: The kind of row for the header ("preference" gives "preference rows that cannot
+            be encoded:").
+
+    Returns:
+        ``encode_row``'s results, aligned with ``rows``.
+
+    Raises:
+        UserError: One problem per bad row, each naming its row.
+    """
+    from jinja2 import TemplateError
+
+    results, problems = [], []
+    for row in rows:
+        try:
+            results.append(encode_row(row))
+        except TemplateError as exc:  # keep-original: the template itself refused the row
+            problems.append(Problem(template_refused(row, exc)))
+        except ValueError as exc:
+            problems.append(Problem(str(exc), row.get("_where", "")))
+    if problems:
+        raise UserError(problems[:MAX_REPORTED], header=f"{what} rows that cannot be encoded:")
+    return results
+
+
 def encode_chunk(
     rows: list[dict[str, Any]], tokenizer: Any, settings: EncodeSettings
 ) -> TokenStore:
     """Encode SFT rows (``messages``) into a :class:`TokenStore`."""
-    texts: list[str] = []
-    spans: list[tuple[tuple[int, int], ...]] = []
-    reasoning: list[tuple[tuple[int, int], ...]] = []
-    from jinja2 import TemplateError
 
-    for row in rows:
-        messages = row["messages"]
+    def render_row(row: dict[str, Any]) -> tuple[list[Rendered], int]:
+        messages, tools = row["messages"], row.get("tools")
         if settings.drop_past_reasoning:
             messages = without_past_reasoning(messages)
-        try:
-            rendered = render(settings.template, messages, tokenizer, tools=row.get("tools"))
-        except (TemplateMismatch, UnsupportedRow) as exc:
-            where = row.get("_where", "a row")
-            raise UserError(f"{where}: {exc}") from None
-        except TemplateError as exc:  # keep-original: the template itself refused the row
-            raise UserError(template_refused(row, exc)) from None
-        texts.append(rendered.text)
-        spans.append(rendered.spans)
-        reasoning.append(() if settings.train_on_reasoning else rendered.reasoning)
+        examples, whole = conversation_examples(
+            settings.template, messages, tokenizer, tools, settings.history_rule
+        )
+        flags = WHOLE if whole else 0
+        if settings.template == ChatTemplateName.KEEP_ORIGINAL:
+            missing = unrendered(messages, tools, examples, whole)
+            if missing and not settings.allow_unrendered:
+                refuse_unrendered(missing)
+            flags |= UNRENDERED if missing else 0
+        return examples, flags
+
+    rendered, source_rows, flags = [], [], []
+    for r, (examples, row_flags) in enumerate(encode_each(rows, render_row, "chat")):
+        rendered += examples
+        source_rows += [r] * len(examples)
+        flags += [row_flags] * len(examples)
+    texts = [r.text for r in rendered]
+    spans = [r.spans for r in rendered]
+    reasoning = [() if settings.train_on_reasoning else r.reasoning for r in rendered]
     encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     prefix = special_prefix(tokenizer)
     ids_out, labels_out, status, full_lengths = [], [], [], []
@@ -209,6 +300,8 @@ def encode_chunk(
         np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         np.asarray(status, dtype=np.int8),
         np.asarray(full_lengths, dtype=np.int64),
+        np.asarray(source_rows, dtype=np.int64),
+        np.asarray(flags, dtype=np.int8),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from finetuning.config.data import ChatTemplateName
 from finetuning.data.encode import (
     IDENTICAL,
     IGNORE,
@@ -23,12 +24,12 @@ from finetuning.data.encode import (
     TRUNCATED,
     EncodeSettings,
     TokenStore,
+    encode_each,
     needs_special_prefix,
     special_prefix,
-    template_refused,
 )
-from finetuning.data.templates import TemplateMismatch, render
-from finetuning.errors import Problem, UserError
+from finetuning.data.history import missing_tools, refuse_unrendered, turn_example, unrendered
+from finetuning.data.templates import render, render_original
 
 PARTS = ("prompt", "chosen", "rejected")
 
@@ -108,13 +109,15 @@ def rendered_prompt(
     row: dict[str, Any], tokenizer: Any, settings: EncodeSettings, prefix: list[int]
 ) -> tuple[Any, np.ndarray]:
     """A row's ``prompt_messages`` rendered with the generation prompt, and its token ids."""
-    prompt = render(
-        settings.template,
-        row["prompt_messages"],
-        tokenizer,
-        add_generation_prompt=True,
-        tools=row.get("tools"),
-    )
+    tools, messages = row.get("tools"), row["prompt_messages"]
+    if settings.template == ChatTemplateName.KEEP_ORIGINAL:
+        # Only the text matters here: a template that rewrites history renders the prompt as
+        # the model gets it, whatever earlier turns looked like when they were generated.
+        prompt = render_original(messages, tokenizer, True, tools, strict=False)
+        if missing_tools(prompt.text, tools) and not settings.allow_unrendered:
+            refuse_unrendered(["`tools`"])
+    else:
+        prompt = render(settings.template, messages, tokenizer, True, tools=tools)
     return prompt, _tokens(tokenizer, prompt.text, prefix)[0]
 
 
@@ -122,9 +125,20 @@ def _completion(
     row: dict[str, Any], key: str, tokenizer: Any, settings: EncodeSettings, prompt: tuple, prefix
 ) -> np.ndarray:
     prompt_text, prompt_ids = prompt
-    full = render(
-        settings.template, row["prompt_messages"] + row[key], tokenizer, tools=row.get("tools")
-    )
+    messages, tools = row["prompt_messages"] + row[key], row.get("tools")
+    if (
+        settings.template == ChatTemplateName.KEEP_ORIGINAL
+        and row["prompt_messages"]
+        and (len(row[key]) == 1)
+    ):
+        # The completion as the model generates it after this prompt, also where the template
+        # rewrites history or pre-fills the generation prompt (data.history).
+        full = turn_example(messages, len(messages) - 1, tokenizer, tools)
+        missing = unrendered(messages, tools, [full], whole=False)
+        if missing and not settings.allow_unrendered:
+            refuse_unrendered(missing)
+    else:
+        full = render(settings.template, messages, tokenizer, tools=tools)
     if not full.text.startswith(prompt_text):
         raise ValueError(f"the template renders the prompt differently once `{key}` follows it")
     ids, offsets = _tokens(tokenizer, full.text, prefix)
@@ -150,26 +164,18 @@ def encode_preference_chunk(
     ``keep_start``), then the completions to what is left. A prompt that alone fills
     ``max_length`` drops the row.
     """
-    from jinja2 import TemplateError
-
     prefix = special_prefix(tokenizer)
+
+    def encode_row(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        prompt, prompt_ids = rendered_prompt(row, tokenizer, settings, prefix)
+        shown = (prompt.text, prompt_ids)
+        chosen = _completion(row, "chosen_messages", tokenizer, settings, shown, prefix)
+        rejected = _completion(row, "rejected_messages", tokenizer, settings, shown, prefix)
+        return prompt_ids, chosen, rejected
+
     seqs: dict[str, list[np.ndarray]] = {part: [] for part in PARTS}
-    status, full_lengths, problems = [], [], []
-    for row in rows:
-        try:
-            prompt, prompt_ids = rendered_prompt(row, tokenizer, settings, prefix)
-            chosen = _completion(
-                row, "chosen_messages", tokenizer, settings, (prompt.text, prompt_ids), prefix
-            )
-            rejected = _completion(
-                row, "rejected_messages", tokenizer, settings, (prompt.text, prompt_ids), prefix
-            )
-        except (TemplateMismatch, ValueError) as exc:
-            problems.append(Problem(str(exc), row.get("_where", "")))
-            continue
-        except TemplateError as exc:  # keep-original: the template itself refused the row
-            problems.append(Problem(template_refused(row, exc)))
-            continue
+    status, full_lengths = [], []
+    for prompt_ids, chosen, rejected in encode_each(rows, encode_row, "preference"):
         longest = max(len(chosen), len(rejected))
         full_lengths.append(len(prompt_ids) + longest)
         code = OK
@@ -201,8 +207,6 @@ def encode_preference_chunk(
         status.append(code)
         for part, seq in zip(PARTS, (prompt_ids, chosen, rejected), strict=True):
             seqs[part].append(seq)
-    if problems:
-        raise UserError(problems[:20], header="preference rows that cannot be encoded:")
     return PreferenceStore(
         _store(seqs["prompt"], labelled=False),
         _store(seqs["chosen"], labelled=True),

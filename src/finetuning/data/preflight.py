@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from finetuning.config.data import ChatTemplateName
 from finetuning.config.experiment import ExperimentConfig
 from finetuning.config.loading import LoadedConfig
 from finetuning.config.methods import rows_of
 from finetuning.config.training_args import training_arg_default
-from finetuning.data.encode import IGNORE, EncodeSettings
+from finetuning.data.encode import IGNORE, UNRENDERED, WHOLE, EncodeSettings, TokenStore
 from finetuning.data.messages import is_agent_row
 from finetuning.data.preference import PreferenceStore
 from finetuning.data.prepare import EncodedSplit, PreparedData, prepare_data
@@ -33,7 +34,12 @@ def encode_settings(config: ExperimentConfig) -> EncodeSettings:
         length = config.training_args.get(
             "max_length", training_arg_default("reward", "max_length")
         )
-        return EncodeSettings(template, length or 2**31 - 1, truncation_mode="drop")
+        return EncodeSettings(
+            template,
+            length or 2**31 - 1,
+            truncation_mode="drop",
+            allow_unrendered=config.data_conf.allow_unrendered_content,
+        )
     if sft is not None:
         return EncodeSettings(
             template,
@@ -42,13 +48,19 @@ def encode_settings(config: ExperimentConfig) -> EncodeSettings:
             sft.train_on_completions_only,
             train_on_reasoning=sft.train_on_reasoning,
             drop_past_reasoning=sft.drop_past_reasoning,
+            history_rule=config.data_conf.history_rule,
+            allow_unrendered=config.data_conf.allow_unrendered_content,
         )
+    allow = config.data_conf.allow_unrendered_content
     if rows_of(config.method) == "prompt":  # GRPO: the prompt is all there is to encode
         limit = config.grpo_args.max_prompt_length
-        return EncodeSettings(template, max_length=limit, max_prompt_length=limit)
+        return EncodeSettings(
+            template, max_length=limit, max_prompt_length=limit, allow_unrendered=allow
+        )
     args, method = config.training_args, config.method
     return EncodeSettings(
         template,
+        allow_unrendered=allow,
         max_length=int(args.get("max_length") or training_arg_default(method, "max_length")),
         max_prompt_length=args.get("max_prompt_length"),
         truncation_mode=args.get(
@@ -142,6 +154,33 @@ def _agent_lines(config: ExperimentConfig, data: PreparedData, report: Preflight
         )
 
 
+def _history_lines(config: ExperimentConfig, data: PreparedData, report: PreflightReport) -> None:
+    """keep-original: which history rule ran, on how many conversations, with what result."""
+    store = data.train.store
+    if config.data_conf.chat_template_name != ChatTemplateName.KEEP_ORIGINAL or not isinstance(
+        store, TokenStore
+    ):
+        return
+    idx = data.train.indices
+    flags, rows = np.asarray(store.flags)[idx], np.asarray(store.source_rows)[idx]
+    lengths = store.lengths()[idx]
+    whole = (flags & WHOLE) != 0
+    per_turn_rows = len(np.unique(rows[~whole]))
+    report.lines.append(
+        f"history rule (data_conf.history_rule: {config.data_conf.history_rule.value}): "
+        f"{int(whole.sum())} conversations trained whole ({int(lengths[whole].sum())} tokens), "
+        f"{per_turn_rows} turn by turn into {int((~whole).sum())} examples "
+        f"({int(lengths[~whole].sum())} tokens)"
+    )
+    dropped = len(np.unique(rows[(flags & UNRENDERED) != 0]))
+    if dropped:
+        report.warnings.append(
+            f"{dropped} conversations carry tool calls, tools or reasoning that the tokenizer's "
+            "chat template does not render: they are trained without them "
+            "(data_conf.allow_unrendered_content: true)"
+        )
+
+
 def _kto_lines(config: ExperimentConfig, data: PreparedData, report: PreflightReport) -> None:
     """Desirable/undesirable counts, the weights and the range TRL recommends for them."""
     unpaired_rows = sum(1 for r in data.rows if r.get(FROM_PAIR))
@@ -214,6 +253,7 @@ def build_report(
         lines.append(f"{src.key}: {src.rows} rows ({src.path}; format {src.format}, {how})")
     lines.append(f"training rows after mixing: {data.mixed_rows}")
     _agent_lines(config, data, report)
+    _history_lines(config, data, report)
     counts = data.status_counts
     settings = encode_settings(config)
     how = {

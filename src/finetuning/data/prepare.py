@@ -49,7 +49,7 @@ from finetuning.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 3  # 3: KTO marks the examples of identical preference pairs
+CACHE_FORMAT = 4  # 3: KTO marks identical pairs; 4: examples per turn (data.history)
 
 
 def cache_root() -> Path:
@@ -340,8 +340,15 @@ def prepare_data(
     mixed = len(train_idx)
     status = np.asarray(store.status)
     usable = (status == OK) | (status == TRUNCATED)
-    mixed_idx = train_idx
-    train_idx = train_idx[usable[train_idx]]
+    # Mixing and splitting choose rows; a conversation trained turn by turn gives several
+    # examples (data.history), which go where their row goes.
+    expand = store.examples_of if isinstance(store, TokenStore) else (lambda rows: rows)
+    row_usable = usable
+    if isinstance(store, TokenStore):
+        row_usable = np.zeros(store.rows(), bool)
+        np.logical_or.at(row_usable, np.asarray(store.source_rows), usable)
+    mixed_idx = expand(train_idx)
+    train_idx = train_idx[row_usable[train_idx]]
     identical = int((status == IDENTICAL).sum())
     if rows_of(method) == "unpaired":
         identical //= 2  # both examples of an identical pair are marked: count rows
@@ -369,6 +376,10 @@ def prepare_data(
     elif valid_conf.type == "CONCATENATION":
         start = sum(train_lengths)
         valid_idx = np.arange(start, start + sum(lengths[n_train_sources:]), dtype=np.int64)
+    train_idx = expand(train_idx)
+    train_idx = train_idx[usable[train_idx]]
+    if valid_idx is not None:
+        valid_idx = expand(valid_idx)
         valid_idx = valid_idx[usable[valid_idx]]
     train, valid = EncodedSplit(store, train_idx), None
     if valid_idx is not None:

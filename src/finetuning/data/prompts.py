@@ -19,12 +19,10 @@ from finetuning.data.encode import (
     TOO_LONG,
     EncodeSettings,
     TokenStore,
+    encode_each,
     special_prefix,
-    template_refused,
 )
 from finetuning.data.preference import rendered_prompt
-from finetuning.data.templates import TemplateMismatch, UnsupportedRow
-from finetuning.errors import Problem, UserError
 
 #: Row keys TRL's GRPOTrainer reserves for its own columns (``_calculate_rewards`` in TRL 1.16
 #: passes every key of a row to the reward functions except these): a row's own ``prompt``,
@@ -42,27 +40,17 @@ def encode_prompt_chunk(
     rows: list[dict[str, Any]], tokenizer: Any, settings: EncodeSettings
 ) -> TokenStore:
     """Encode GRPO rows into a :class:`TokenStore` of prompt ids (labels unused: -100)."""
-    from jinja2 import TemplateError
-
     seqs: list[np.ndarray] = []
-    status, full_lengths, problems = [], [], []
-    for row in rows:
-        try:
-            ids = np.asarray(prompt_ids(row, tokenizer, settings), np.int32)
-        except (TemplateMismatch, UnsupportedRow) as exc:
-            problems.append(Problem(str(exc), row.get("_where", "")))
-            continue
-        except TemplateError as exc:  # keep-original: the template itself refused the row
-            problems.append(Problem(template_refused(row, exc)))
-            continue
+    status, full_lengths = [], []
+    encoded = encode_each(rows, lambda row: prompt_ids(row, tokenizer, settings), "prompt")
+    for ids in encoded:
+        ids = np.asarray(ids, np.int32)
         full_lengths.append(len(ids))
         code = OK
         if len(ids) > settings.max_length:
             ids, code = ids[:0], TOO_LONG
         seqs.append(ids)
         status.append(code)
-    if problems:
-        raise UserError(problems[:20], header="prompt rows that cannot be encoded:")
     lengths = [len(s) for s in seqs]
     ids_all = np.concatenate(seqs).astype(np.int32) if seqs else np.zeros(0, np.int32)
     return TokenStore(

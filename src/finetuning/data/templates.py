@@ -229,7 +229,7 @@ def render(
         TemplateMismatch: keep-original and a template whose prefixes are not stable.
     """
     if name == ChatTemplateName.KEEP_ORIGINAL:
-        return _render_original(messages, tokenizer, add_generation_prompt, tools)
+        return render_original(messages, tokenizer, add_generation_prompt, tools)
     w = _Writer()
     if name == ChatTemplateName.CHAT_ML:
         _chat_ml(w, messages, tools, add_generation_prompt)
@@ -270,14 +270,24 @@ def render(
     return w.result()
 
 
-def _apply(tokenizer: Any, messages: Messages, add_generation_prompt: bool, tools) -> str:
+def apply_original(
+    tokenizer: Any, messages: Messages, add_generation_prompt: bool, tools: list | None
+) -> str:
+    """The tokenizer's own template applied to ``messages`` (keep-original), as text."""
+    from jinja2 import TemplateError
+
     extra = {"tools": tools} if tools else {}
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
-    )
+    try:
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
+        )
+    except (TypeError, KeyError, IndexError, AttributeError) as exc:
+        # The template's own code failed on this row's shape (e.g. DeepSeek concatenating tool
+        # call arguments given as an object): the row's problem, reported as the template's.
+        raise TemplateError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _inserted(longer: str, shorter: str, lowest: int) -> Span:
+def inserted(longer: str, shorter: str, lowest: int) -> Span:
     """The span of ``longer`` that is not in ``shorter`` (their common prefix and suffix removed).
 
     An insertion between equal characters is ambiguous (``<`` + ``<think>R</think>\n`` +
@@ -297,35 +307,48 @@ def _inserted(longer: str, shorter: str, lowest: int) -> Span:
     return prefix, end
 
 
-def _render_original(
-    messages: Messages, tokenizer: Any, add_generation_prompt: bool, tools: list | None
+def render_original(
+    messages: Messages,
+    tokenizer: Any,
+    add_generation_prompt: bool,
+    tools: list | None,
+    strict: bool = True,
 ) -> Rendered:
+    """keep-original: the whole conversation, each assistant span from prefix differences.
+
+    Raises:
+        TemplateMismatch: ``strict`` and a template that renders an earlier turn differently
+            once later turns follow (or a turn that does not continue its generation prompt).
+    """
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(
             "data_conf.chat_template_name: keep-original needs a tokenizer with a chat template, "
             "and this tokenizer has none: choose a named template (chat-ml, "
             "mistral-with-system, poro, simplified-llama31)"
         )
-    full = _apply(tokenizer, messages, add_generation_prompt, tools)
+    full = apply_original(tokenizer, messages, add_generation_prompt, tools)
     spans: list[Span] = []
     reasoning: list[Span] = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        before = _apply(tokenizer, messages[:i], True, tools) if i else ""
-        upto = _apply(tokenizer, messages[: i + 1], False, tools)
+        before = apply_original(tokenizer, messages[:i], True, tools) if i else ""
+        upto = apply_original(tokenizer, messages[: i + 1], False, tools)
         if not (upto.startswith(before) and full.startswith(upto)):
+            if not strict:
+                continue
             raise TemplateMismatch(
                 "the tokenizer's chat template renders earlier turns differently once later turns"
-                " are added, so the assistant spans cannot be derived (use a named template, or"
-                " sft_args.drop_past_reasoning if it drops the reasoning of earlier turns)"
+                " are added, so the whole conversation cannot be trained as one example: use "
+                "data_conf.history_rule: auto or per-turn (one example per assistant turn, as the"
+                " model sees it when generating that turn), or a named template"
             )
         spans.append((len(before), len(upto)))
         if m.get("reasoning_content"):
             # Where the template wrote the reasoning: what the turn loses without it.
             plain = {k: v for k, v in m.items() if k != "reasoning_content"}
-            plain_text = _apply(tokenizer, [*messages[:i], plain], False, tools)
-            s, e = _inserted(upto, plain_text, len(before))
+            plain_text = apply_original(tokenizer, [*messages[:i], plain], False, tools)
+            s, e = inserted(upto, plain_text, len(before))
             s, e = max(s, len(before)), min(e, len(upto))
             if e > s:
                 reasoning.append((s, e))

@@ -28,13 +28,11 @@ from finetuning.data.encode import (
     TRUNCATED,
     EncodeSettings,
     TokenStore,
+    encode_each,
     special_prefix,
-    template_refused,
 )
 from finetuning.data.messages import check_messages
 from finetuning.data.preference import _completion, _store, rendered_prompt
-from finetuning.data.templates import TemplateMismatch
-from finetuning.errors import Problem, UserError
 
 KEYS = ("prompt_messages", "completion_messages", "label")
 PAIRED_KEYS = ("prompt_messages", "chosen_messages", "rejected_messages")
@@ -188,30 +186,24 @@ def encode_unpaired_chunk(
         UserError: Rows whose completion does not continue the prompt cleanly, or that the
             template cannot render (up to 20, each naming its row).
     """
-    from jinja2 import TemplateError
-
     prefix = special_prefix(tokenizer)
-    prompts, completions, labels, status, full_lengths, problems = [], [], [], [], [], []
-    for row in rows:
-        try:
-            prompt, prompt_ids = rendered_prompt(row, tokenizer, settings, prefix)
-            completion = _completion(
-                row, "completion_messages", tokenizer, settings, (prompt.text, prompt_ids), prefix
-            )
-        except (TemplateMismatch, ValueError) as exc:
-            problems.append(Problem(str(exc), row.get("_where", "")))
-            continue
-        except TemplateError as exc:  # keep-original: the template itself refused the row
-            problems.append(Problem(template_refused(row, exc)))
-            continue
+
+    def encode_row(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        prompt, prompt_ids = rendered_prompt(row, tokenizer, settings, prefix)
+        shown = (prompt.text, prompt_ids)
+        return prompt_ids, _completion(
+            row, "completion_messages", tokenizer, settings, shown, prefix
+        )
+
+    prompts, completions, labels, status, full_lengths = [], [], [], [], []
+    encoded = encode_each(rows, encode_row, "kto")
+    for row, (prompt_ids, completion) in zip(rows, encoded, strict=True):
         full_lengths.append(len(prompt_ids) + len(completion))
         code, prompt_ids, completion = _truncate(prompt_ids, completion, settings)
         status.append(IDENTICAL if row.get(SAME_PAIR) and code != TOO_LONG else code)
         prompts.append(prompt_ids)
         completions.append(completion)
         labels.append(bool(row["label"]))
-    if problems:
-        raise UserError(problems[:20], header="kto rows that cannot be encoded:")
     return UnpairedStore(
         _store(prompts, labelled=False),
         _store(completions, labelled=True),

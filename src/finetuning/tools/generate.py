@@ -44,10 +44,22 @@ def render_prompt(tokenizer: Any, messages: list[dict[str, Any]], tools: list | 
     """
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("the tokenizer has no chat template: use a checkpoint saved by finetuning")
+    from finetuning.data.history import missing_tools
+
     extra = {"tools": tools} if tools else {}
-    return tokenizer.apply_chat_template(
+    text = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True, **extra
     )
+    if missing := missing_tools(text, tools):
+        # A template that ignores `tools` gives a prompt without the schemas: the model would
+        # answer (tool_calls: []) without ever seeing them.
+        raise UserError(
+            f"the tokenizer's chat template does not render tools: the prompt holds no schema "
+            f"for {', '.join(missing)}. Use a checkpoint whose template renders tools "
+            "(finetuning saves chat-ml and simplified-llama31 that way), or leave out --tools "
+            "and the rows' `tools`"
+        )
+    return text
 
 
 def generate_batch(
