@@ -29,8 +29,10 @@ from finetuning.data.tokenizer import TokenizerSetup
 from finetuning.errors import UserError
 from finetuning.model.hardware import hardware_problems
 from finetuning.tracking import Tracking, plan_tracking
-from finetuning.train import arguments
+from finetuning.train import arguments, eval_plan
 from finetuning.train.batch import Resolved, base_learning_rate, resolve
+from finetuning.train.eval_plan import GenerationEval
+from finetuning.train.methods.grpo_plan import config_folder
 from finetuning.train.methods.hooks import NO_CHECKS, MethodChecks, plan_module
 from finetuning.train.reporting.summary import check_output_dir, estimated_checkpoint_bytes
 from finetuning.train.safety.checkpoints import resolve_resume
@@ -66,6 +68,7 @@ class Plan:
         report: The data preflight report; None with ``with_data=False``.
         method_checks: What the method's own plan module found (its problems, GRPO's reward
             functions); empty for the methods the shared plan serves alone.
+        evals: ``eval_conf.generation``, resolved (rows read, metrics imported and checked).
     """
 
     config: ExperimentConfig
@@ -82,6 +85,7 @@ class Plan:
     data: PreparedData | None = None
     report: PreflightReport | None = None
     method_checks: MethodChecks = NO_CHECKS
+    evals: tuple[GenerationEval, ...] = ()
 
     @property
     def rewards(self) -> tuple:
@@ -159,6 +163,7 @@ class Plan:
         hook = plan_module(config.method)
         if hook is not None and hasattr(hook, "lines"):
             out += hook.lines(config, r, self.method_checks)
+        out += eval_plan.lines(config, self.evals)
         if self.setup is not None:
             out.append(f"tokenizer: {self.setup.pad_note}")
         return out
@@ -198,7 +203,12 @@ def build_plan(
     resolved = resolve(config, world_size)
     hook = plan_module(config.method)  # the method's own checks, beside its recipe
     checks = hook.check(loaded, resolved) if hook is not None else NO_CHECKS
-    problems = tuple(hardware_problems(config)) + checks.problems
+    evals = eval_plan.resolve_evals(config, config_folder(loaded.path))
+    problems = (
+        tuple(hardware_problems(config))
+        + checks.problems
+        + tuple(eval_plan.lm_eval_problems(config))
+    )
     if problems and hardware_must_fit:
         raise UserError(problems[0] + " (this machine cannot run the config as written)")
     output_dir, logging_dir = arguments.output_dirs(config)
@@ -233,4 +243,5 @@ def build_plan(
         data=report.data if report else None,
         report=report,
         method_checks=checks,
+        evals=evals,
     )

@@ -211,7 +211,10 @@ def _required(function: Callable[..., Any]) -> list[str]:
 
 
 def resolve_rewards(
-    specs: Sequence[RewardSpec], base: Path, rows: Sequence[dict[str, Any]] = ()
+    specs: Sequence[RewardSpec],
+    base: Path,
+    rows: Sequence[dict[str, Any]] = (),
+    where: str = "grpo_args.rewards",
 ) -> tuple[Reward, ...]:
     """Import and check every reward of ``grpo_args.rewards``.
 
@@ -220,14 +223,17 @@ def resolve_rewards(
         base: The folder relative file paths are read from (the config file's).
         rows: The training rows; a parameter a function requires must be in every row (or be
             passed by the trainer, or set in its ``kwargs``). Empty: not checked.
+        where: The config path of ``specs`` (``eval_conf.generation[0].metrics`` for an eval's
+            metrics, which are specified and checked like rewards).
 
     Raises:
         UserError: Naming ``grpo_args.rewards[i]`` and what is wrong.
     """
     found: list[Reward] = []
     names: dict[str, int] = {}
+    prefix = where
     for i, spec in enumerate(specs):
-        where = f"grpo_args.rewards[{i}]"
+        where = f"{prefix}[{i}]"
         function = resolve_function(spec.function, base, f"{where}.function")
         if spec.function in BUILTIN_REWARDS:
             _check_builtin(spec, where)

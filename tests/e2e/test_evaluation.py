@@ -1,0 +1,83 @@
+"""Evaluation end to end through the CLI: per-source losses, a generation eval, `finetuning eval`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from finetuning.testing import synthetic_arithmetic, synthetic_chats, write_jsonl
+from tests.helpers import minimal_sft, run_main, write_config
+
+pytestmark = pytest.mark.slow
+
+METRIC_FILE = """
+def answer_length(completions, **kwargs):
+    return [float(len(c)) for c in completions]
+"""
+
+
+def _eval_config(tmp_path, model, out):
+    data = write_jsonl(tmp_path / "train.jsonl", synthetic_chats(32, seed=0))
+    alpha = write_jsonl(tmp_path / "a.jsonl", synthetic_chats(8, seed=1))
+    beta = write_jsonl(tmp_path / "beta.jsonl", synthetic_chats(8, seed=2))
+    sums = write_jsonl(tmp_path / "sums.jsonl", synthetic_arithmetic(3, seed=0))
+    (tmp_path / "metrics.py").write_text(METRIC_FILE)
+    config = minimal_sft(model, data)
+    config["data_conf"]["validation_data"] = {
+        "type": "CONCATENATION",
+        "datasets": [{"path": str(alpha), "label": "alpha"}, {"path": str(beta)}],
+    }
+    config["training_args"] = {
+        "learning_rate": 1e-3, "max_steps": 4, "eval_strategy": "steps", "eval_steps": 2,
+        "logging_steps": 2, "save_strategy": "no", "output_dir": str(out),
+    }  # fmt: skip
+    config["eval_conf"] = {
+        "generation": [
+            {
+                "name": "sums",
+                "path": str(sums),
+                "max_new_tokens": 6,
+                "metrics": [
+                    {"function": "exact_answer"},
+                    {"function": "metrics.py:answer_length", "weight": 0.0},
+                ],
+            }
+        ]
+    }
+    return config
+
+
+def test_per_source_and_generation_evals_then_finetuning_eval(tmp_path, tiny_llama):
+    out = tmp_path / "out"
+    config_path = write_config(tmp_path / "c.yaml", _eval_config(tmp_path, tiny_llama, out))
+    result = run_main("sft", config_path, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    history = json.loads((out / "run_summary.json").read_text())["history"]
+    by_step: dict[int, dict] = {}
+    for entry in history:
+        by_step.setdefault(entry["step"], {}).update(entry)
+    for key in ("eval_loss", "eval_alpha_loss", "eval_beta_loss", "eval_sums_exact_answer"):
+        assert [s for s, h in sorted(by_step.items()) if key in h] == [2, 4], key
+    lines = (out / "evals" / "sums-step-4.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 3 and records[0]["where"].endswith("sums.jsonl:1")
+    assert records[0]["scores"]["answer_length"] == float(len(records[0]["completion"]))
+    assert "eval_alpha_loss" in (out / "run_report.html").read_text()
+
+    checkpoint = out / "checkpoint-final"
+    result = run_main("eval", config_path, "--checkpoint", checkpoint, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "eval_alpha_loss" in result.stdout
+    saved = json.loads((checkpoint / "eval_results.json").read_text())
+    last = by_step[4]
+    for key in ("eval_loss", "eval_alpha_loss", "eval_beta_loss"):
+        assert saved["metrics"][key] == pytest.approx(last[key], rel=1e-4), key
+    for key in ("eval_sums_exact_answer", "eval_sums_answer_length"):
+        assert saved["metrics"][key] == last[key], key  # greedy: the same completions
+    assert saved["rows"] == {
+        "validation": 16, "validation/alpha": 8, "validation/beta": 8, "generation/sums": 3,
+    }  # fmt: skip
+    assert saved["checkpoint"] == str(checkpoint.resolve()) and len(saved["config_hash"]) == 64
+    again = [json.loads(x) for x in (checkpoint / "evals" / "sums.jsonl").read_text().splitlines()]
+    assert [r["completion"] for r in again] == [r["completion"] for r in records]
