@@ -29,11 +29,9 @@ from finetuning.data.tokenizer import TokenizerSetup
 from finetuning.errors import UserError
 from finetuning.model.hardware import hardware_problems
 from finetuning.tracking import Tracking, plan_tracking
-from finetuning.train import arguments, eval_plan
+from finetuning.train import arguments
 from finetuning.train.batch import Resolved, base_learning_rate, resolve
-from finetuning.train.eval_plan import GenerationEval
-from finetuning.train.methods.grpo_plan import config_folder
-from finetuning.train.methods.hooks import NO_CHECKS, MethodChecks, plan_module
+from finetuning.train.methods.hooks import NO_CHECKS, MethodChecks, evaluation_checks, plan_module
 from finetuning.train.reporting.summary import check_output_dir, estimated_checkpoint_bytes
 from finetuning.train.safety.checkpoints import resolve_resume
 from finetuning.train.safety.fingerprint import check_resume
@@ -85,7 +83,7 @@ class Plan:
     data: PreparedData | None = None
     report: PreflightReport | None = None
     method_checks: MethodChecks = NO_CHECKS
-    evals: tuple[GenerationEval, ...] = ()
+    evals: tuple[Any, ...] = ()
 
     @property
     def rewards(self) -> tuple:
@@ -163,7 +161,7 @@ class Plan:
         hook = plan_module(config.method)
         if hook is not None and hasattr(hook, "lines"):
             out += hook.lines(config, r, self.method_checks)
-        out += eval_plan.lines(config, self.evals)
+        out += evaluation_checks().lines(config, self.evals)
         if self.setup is not None:
             out.append(f"tokenizer: {self.setup.pad_note}")
         return out
@@ -203,7 +201,8 @@ def build_plan(
     resolved = resolve(config, world_size)
     hook = plan_module(config.method)  # the method's own checks, beside its recipe
     checks = hook.check(loaded, resolved) if hook is not None else NO_CHECKS
-    evals = eval_plan.resolve_evals(config, config_folder(loaded.path))
+    eval_plan = evaluation_checks()  # eval_conf: metrics resolved like GRPO's rewards
+    evals = eval_plan.resolve_evals(config, loaded.path)
     problems = (
         tuple(hardware_problems(config))
         + checks.problems

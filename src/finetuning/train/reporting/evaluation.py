@@ -89,7 +89,7 @@ def run_generation_eval(
     """Generate for every row of one eval and score the completions.
 
     Args:
-        geval: A resolved generation eval (:class:`finetuning.train.eval_plan.GenerationEval`).
+        geval: A resolved generation eval (:class:`finetuning.train.methods.eval_plan.GenerationEval`).
         model: The model (eval mode is set here and the previous mode restored).
         tokenizer: The training tokenizer (template tokens, pad token).
         settings: The run's encode settings (the template the prompts are rendered with).

@@ -17,6 +17,7 @@ from typing import Any
 from finetuning.config.evaluation import GenerationEvalConfig
 from finetuning.data.rows import read_rows
 from finetuning.errors import UserError
+from finetuning.train.methods.grpo_plan import config_folder
 from finetuning.train.methods.reward_loading import RewardCall, resolve_rewards
 
 #: The methods whose runs evaluate with ``eval_conf`` (causal LMs trained on chat or text rows).
@@ -47,12 +48,12 @@ class GenerationEval:
         return self.config.name
 
 
-def resolve_evals(config: Any, base: Path) -> tuple[GenerationEval, ...]:
+def resolve_evals(config: Any, config_path: Path | None) -> tuple[GenerationEval, ...]:
     """Read the rows and resolve the metrics of every ``eval_conf.generation`` entry.
 
     Args:
         config: The experiment config.
-        base: The folder relative metric files are read from (the config file's).
+        config_path: The config file (relative metric files are read from its folder).
 
     Raises:
         UserError: A method that does not run these evals, unreadable rows, or a metric that
@@ -70,7 +71,9 @@ def resolve_evals(config: Any, base: Path) -> tuple[GenerationEval, ...]:
         rows = read_rows(spec.path, "grpo", f"{where}.path")
         if spec.limit is not None:
             rows = rows[: spec.limit]
-        rewards = resolve_rewards(spec.metrics, base, rows, where=f"{where}.metrics")
+        rewards = resolve_rewards(
+            spec.metrics, config_folder(config_path), rows, where=f"{where}.metrics"
+        )
         found.append(GenerationEval(spec, tuple(rows), tuple(RewardCall(r) for r in rewards)))
     return tuple(found)
 
