@@ -149,6 +149,20 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): json.dumps(data) if isinstance(data, list) else str(data)}
 
 
+def mixture_params(table: list[dict[str, Any]]) -> dict[str, str]:
+    """The weighted mix's table as MLflow params: ``mixture.<source>.<field>``.
+
+    Per source: the weight, rows and tokens requested and realized, the repeated rows and the
+    requested and realized share (see ``finetuning.data.sources.mixture_table``).
+    """
+    return {
+        f"mixture.{row['source']}.{key}": str(value)
+        for row in table
+        for key, value in row.items()
+        if key != "source"
+    }
+
+
 class MlflowExtras(TrainerCallback):
     """Logs our params, tags and artifacts into the run transformers' MLflow callback opened.
 

@@ -338,7 +338,7 @@ def attach(ctx: Any, trainer: Any, dataset: Callable[[Any], Any]) -> EvalCallbac
 
 def _loss_trainer(plan: Any, model: Any, folder: Path) -> Any:
     """A Trainer that only evaluates, batching and computing the loss as the run's trainer did."""
-    from transformers import Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments
 
     from finetuning.data.collate import PaddedCollator, PaddingFreeCollator
     from finetuning.model import attention
@@ -367,9 +367,11 @@ def _loss_trainer(plan: Any, model: Any, folder: Path) -> Any:
         use_cpu=bool(config.training_args.get("use_cpu")),
         disable_tqdm=True,
     )
-    return Trainer(
+    trainer = Trainer(
         model=model, args=args, data_collator=collator, compute_loss_func=chunked_causal_lm_loss
     )
+    trainer.remove_callback(PrinterCallback)  # the table is printed once, at the end
+    return trainer
 
 
 def evaluate_model(plan: Any, model: Any, folder: Path) -> dict[str, Any]:
