@@ -199,7 +199,9 @@ def run_lm_eval(model: Any, tokenizer: Any, lm_config: Any) -> dict[str, Any]:
     was_training = model.training
     model.eval()
     try:
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=lm_config.batch_size)
+        # An adapter's model: the transformers model inside it, its adapter layers active.
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        lm = HFLM(pretrained=base, tokenizer=tokenizer, batch_size=lm_config.batch_size)
         limit = lm_config.limit
         results = lm_eval.simple_evaluate(
             model=lm,
@@ -214,7 +216,7 @@ def run_lm_eval(model: Any, tokenizer: Any, lm_config: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for task, metrics in (results or {}).get("results", {}).items():
         for key, value in metrics.items():
-            if key == "alias" or not isinstance(value, int | float):
+            if key in ("alias", "sample_len") or not isinstance(value, int | float):
                 continue
             metric = key.replace(",none", "").replace(",", "_")
             if isinstance(value, float) and math.isnan(value):
