@@ -81,3 +81,78 @@ def test_per_source_and_generation_evals_then_finetuning_eval(tmp_path, tiny_lla
     assert saved["checkpoint"] == str(checkpoint.resolve()) and len(saved["config_hash"]) == 64
     again = [json.loads(x) for x in (checkpoint / "evals" / "sums.jsonl").read_text().splitlines()]
     assert [r["completion"] for r in again] == [r["completion"] for r in records]
+
+
+LORA = {
+    "peft_type": "LORA",
+    "task_type": "CAUSAL_LM",
+    "peft_kwargs": {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]},
+}
+
+
+@pytest.mark.full
+def test_lora_auto_split_token_mix_mlflow_and_lm_eval_at_the_end(tmp_path, tiny_llama, monkeypatch):
+    import importlib.util
+
+    from mlflow import MlflowClient
+
+    from tests.train.test_evaluation import TASK
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    out, store = tmp_path / "out", tmp_path / "mlruns"
+    config = _eval_config(tmp_path, tiny_llama, out)
+    long = synthetic_chats(24, seed=4)
+    for row in long:
+        row["messages"][-1]["content"] = " ".join([row["messages"][-1]["content"]] * 4)
+    docs = write_jsonl(tmp_path / "docs.jsonl", long)
+    config["peft_conf"] = LORA
+    config["sft_args"] = {"max_seq_length": 1024}
+    config["data_conf"]["training_data"] = {
+        "type": "PRECOMPUTE_WEIGHTED_MIX",
+        "weight_by": "tokens",
+        "datasets": [
+            {"path": str(tmp_path / "train.jsonl"), "label": "chat"},
+            {"path": str(docs)},
+        ],
+    }
+    config["data_conf"]["validation_data"] = {"type": "AUTO_SPLIT", "ratio": 0.2}
+    config["tracking"] = {"mlflow_server_uri": str(store), "experiment_name": "evals"}
+    lm_eval = importlib.util.find_spec("lm_eval") is not None
+    if lm_eval:
+        tasks = tmp_path / "tasks"
+        tasks.mkdir()
+        rows = [{"question": "1 + 1?", "choices": ["2", "3"], "label": 0}] * 2
+        (tasks / "tiny_sums.yaml").write_text(
+            TASK.format(data=write_jsonl(tasks / "t.jsonl", rows))
+        )
+        config["eval_conf"]["lm_eval"] = {"tasks": ["tiny_sums"], "include_path": str(tasks)}
+    config_path = write_config(tmp_path / "c.yaml", config)
+    result = run_main("sft", config_path, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    preflight = (out / "data_preflight.txt").read_text()
+    assert "mixture (weight_by: tokens" in preflight and "chat: weight 1" in preflight
+
+    client = MlflowClient(tracking_uri=store.as_uri())
+    run = client.search_runs([client.get_experiment_by_name("evals").experiment_id])[0]
+    metrics = run.data.metrics
+    for key in ("eval_loss", "eval_chat_loss", "eval_docs_loss", "eval_sums_exact_answer"):
+        assert key in metrics, sorted(metrics)
+    assert "mixture.docs.share_realized" in run.data.params
+    evals = {a.path for a in client.list_artifacts(run.info.run_id, "evals")}
+    assert "evals/sums-step-4.jsonl" in evals, evals
+    if lm_eval:
+        assert "lm_eval/tiny_sums/acc" in metrics
+        assert (
+            "lm_eval/tiny_sums/acc"
+            in json.loads((out / "eval_results.json").read_text())["metrics"]
+        )
+
+    checkpoint = out / "checkpoint-final"
+    assert (checkpoint / "adapter_config.json").is_file()
+    config.pop("tracking")
+    config["eval_conf"].pop("lm_eval", None)
+    result = run_main("eval", write_config(tmp_path / "e.yaml", config), "--checkpoint", checkpoint)
+    assert result.returncode == 0, result.stderr[-4000:]
+    saved = json.loads((checkpoint / "eval_results.json").read_text())["metrics"]
+    assert saved["eval_chat_loss"] == pytest.approx(metrics["eval_chat_loss"], rel=1e-4)
+    assert saved["eval_sums_answer_length"] == metrics["eval_sums_answer_length"]
