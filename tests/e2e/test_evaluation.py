@@ -30,7 +30,8 @@ def _eval_config(tmp_path, model, out):
     }
     config["training_args"] = {
         "learning_rate": 1e-3, "max_steps": 4, "eval_strategy": "steps", "eval_steps": 2,
-        "logging_steps": 2, "save_strategy": "no", "output_dir": str(out),
+        "logging_steps": 2, "save_strategy": "steps", "save_steps": 2, "output_dir": str(out),
+        "load_best_model_at_end": True, "metric_for_best_model": "eval_beta_loss",
     }  # fmt: skip
     config["eval_conf"] = {
         "generation": [
@@ -64,13 +65,15 @@ def test_per_source_and_generation_evals_then_finetuning_eval(tmp_path, tiny_lla
     assert len(records) == 3 and records[0]["where"].endswith("sums.jsonl:1")
     assert records[0]["scores"]["answer_length"] == float(len(records[0]["completion"]))
     assert "eval_alpha_loss" in (out / "run_report.html").read_text()
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["best_metric"] == min(by_step[2]["eval_beta_loss"], by_step[4]["eval_beta_loss"])
 
     checkpoint = out / "checkpoint-final"
     result = run_main("eval", config_path, "--checkpoint", checkpoint, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "eval_alpha_loss" in result.stdout
     saved = json.loads((checkpoint / "eval_results.json").read_text())
-    last = by_step[4]
+    last = by_step[int(state["best_model_checkpoint"].rsplit("-", 1)[1])]  # the final weights
     for key in ("eval_loss", "eval_alpha_loss", "eval_beta_loss"):
         assert saved["metrics"][key] == pytest.approx(last[key], rel=1e-4), key
     for key in ("eval_sums_exact_answer", "eval_sums_answer_length"):

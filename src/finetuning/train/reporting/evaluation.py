@@ -254,15 +254,19 @@ class EvalCallback(TrainerCallback):
             return control
         self._inside = True
         try:
-            source_losses(self.trainer, self.parts)  # logged by the Trainer itself
-            self._generation(state)
+            found = source_losses(self.trainer, self.parts)  # logged by the Trainer itself
+            found.update(self._generation(state))
         finally:
             self._inside = False
+        # Into the evaluation's own metrics, so metric_for_best_model may name one of them.
+        metrics = kwargs.get("metrics")
+        if isinstance(metrics, dict):
+            metrics.update(found)
         return control
 
-    def _generation(self, state: Any) -> None:
+    def _generation(self, state: Any) -> dict[str, float]:
         if not self.evals:
-            return
+            return {}
         from accelerate.utils import gather_object
 
         acc = self.trainer.accelerator
@@ -287,6 +291,7 @@ class EvalCallback(TrainerCallback):
                 _log_artifact(path)
         metrics["eval_generation_runtime"] = round(time.perf_counter() - started, 3)
         self.trainer.log(metrics)
+        return metrics
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.lm_config is None:
