@@ -62,6 +62,7 @@ def test_a_raising_metric_names_the_function_the_row_and_the_completion(tmp_path
     with pytest.raises(UserError) as caught:
         _score(geval, rows, ["p"] * 3, ["fine", "boom", "ok"], [[1]] * 3, None)
     text = str(caught.value)
+    assert "generation eval 'sums' failed" in text
     assert "m.py:picky" in text and "ZeroDivisionError" in text
     assert "sums.jsonl:2" in text and "'boom'" in text
 

@@ -227,6 +227,7 @@ def build_plan(
         )
         if hook is not None:  # again with the rows (GRPO: the keys its rewards read)
             checks = hook.check(loaded, resolved, report.data.rows)
+        eval_plan.check_prompts(evals, report.setup.tokenizer, settings)  # renders, now
     return Plan(
         config=config,
         notes=tuple(loaded.notes),

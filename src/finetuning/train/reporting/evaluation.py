@@ -21,6 +21,7 @@ from typing import Any
 
 from finetuning.data.prompts import prompt_ids
 from finetuning.data.stop_tokens import stop_ids
+from finetuning.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +64,24 @@ def _score(geval: Any, rows: list[dict], prompts: list[str], completions: list[s
     for key in sorted(keys):
         columns[key] = [r.get(key) for r in rows]
     where = [r.get("_where", "") for r in rows]
-    return {
-        m.reward.name: m(
-            prompts,
-            completions,
-            completion_ids=ids,
-            trainer_state=state,
-            _where=where,
-            **columns,
-        )
-        for m in geval.metrics
-    }
+    try:
+        return {
+            m.reward.name: m(
+                prompts,
+                completions,
+                completion_ids=ids,
+                trainer_state=state,
+                _where=where,
+                **columns,
+            )
+            for m in geval.metrics
+        }
+    except UserError as exc:  # GRPO's words, with this eval's name in the header
+        raise type(exc)(
+            exc.problems,
+            header=f"a metric of the generation eval {geval.name!r} failed (fix the function "
+            "or the data row):",
+        ) from None
 
 
 def run_generation_eval(
@@ -177,8 +185,6 @@ def run_lm_eval(model: Any, tokenizer: Any, lm_config: Any) -> dict[str, Any]:
     Raises:
         UserError: lm-eval is not installed, or a task is unknown.
     """
-    from finetuning.errors import UserError
-
     try:
         import lm_eval
         from lm_eval.models.huggingface import HFLM
