@@ -208,7 +208,7 @@ def build_report(
     lines.append(f"training rows after mixing: {data.mixed_rows}")
     if data.mixture:  # PRECOMPUTE_WEIGHTED_MIX (docs/evaluating.md)
         lines.extend(format_mixture(data.mixture, config.data_conf.training_data.weight_by))
-    if data.valid_parts:  # eval_<source>_loss is logged for each
+    if data.valid_parts and config.method in ("sft", "pretrain"):  # eval_<source>_loss each
         parts = ", ".join(f"{k} {len(v)}" for k, v in data.valid_parts.items())
         lines.append(f"validation rows by source (eval_<source>_loss): {parts}")
     _agent_lines(config, data, report)
