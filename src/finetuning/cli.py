@@ -304,6 +304,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     eval_tool.write_results(path, results)
     print(eval_tool.format_table(results))
     print(f"wrote {path}")
+    if plan.tracking is not None:
+        from finetuning.tracking import log_eval_results
+
+        print(f"mlflow: run {log_eval_results(plan.tracking, results, path)}")
     return 0
 
 

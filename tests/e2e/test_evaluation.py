@@ -119,6 +119,7 @@ def test_lora_auto_split_token_mix_mlflow_and_lm_eval_at_the_end(tmp_path, tiny_
         ],
     }
     config["data_conf"]["validation_data"] = {"type": "AUTO_SPLIT", "ratio": 0.2}
+    config["training_args"]["metric_for_best_model"] = "eval_chat_loss"
     config["tracking"] = {"mlflow_server_uri": str(store), "experiment_name": "evals"}
     lm_eval = importlib.util.find_spec("lm_eval") is not None
     if lm_eval:
@@ -152,10 +153,15 @@ def test_lora_auto_split_token_mix_mlflow_and_lm_eval_at_the_end(tmp_path, tiny_
 
     checkpoint = out / "checkpoint-final"
     assert (checkpoint / "adapter_config.json").is_file()
-    config.pop("tracking")
     config["eval_conf"].pop("lm_eval", None)
     result = run_main("eval", write_config(tmp_path / "e.yaml", config), "--checkpoint", checkpoint)
     assert result.returncode == 0, result.stderr[-4000:]
     saved = json.loads((checkpoint / "eval_results.json").read_text())["metrics"]
     assert saved["eval_chat_loss"] == pytest.approx(metrics["eval_chat_loss"], rel=1e-4)
     assert saved["eval_sums_answer_length"] == metrics["eval_sums_answer_length"]
+    runs = client.search_runs(
+        [client.get_experiment_by_name("evals").experiment_id],
+        "attributes.run_name = 'eval checkpoint-final'",
+    )
+    assert len(runs) == 1 and runs[0].data.metrics["eval_chat_loss"] == saved["eval_chat_loss"]
+    assert "eval_results.json" in {a.path for a in client.list_artifacts(runs[0].info.run_id)}
