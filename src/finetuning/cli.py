@@ -286,7 +286,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from finetuning.config.loading import load_config, resolved_dict
     from finetuning.tools import eval as eval_tool
     from finetuning.train.plan import build_plan
-    from finetuning.train.reporting.evaluation import evaluate_model
+    from finetuning.train.reporting.checkpoint_eval import evaluate_model
 
     loaded = load_config(args.config, None)
     plan = build_plan(loaded, 1, args)

@@ -20,9 +20,7 @@ def _mix(weights, weight_by, seed=0):
     rows, lengths = _lengths(np.random.default_rng(seed))
     draw = weights
     if weight_by == "tokens":
-        which = sources.source_of(np.arange(sum(rows)), rows)
-        tokens = [int(lengths[which == k].sum()) for k in range(2)]
-        draw = sources.token_share_weights(weights, rows, tokens)
+        draw = sources.token_draw(weights, rows, lengths, np.ones(len(lengths), bool))
     mixed = sources.weighted_mix(rows, draw, seed=1)
     return sources.mixture_table(["chat", "docs"], weights, weight_by, rows, lengths, mixed)
 

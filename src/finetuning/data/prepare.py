@@ -318,7 +318,9 @@ def prepare_data(
         weights = [d.sampling_weight for d in train_conf.datasets]
         draw = weights
         if train_conf.weight_by == "tokens":
-            draw = _token_draw(store, train_lengths, weights)
+            status = np.asarray(store.status)
+            usable_rows = (status == OK) | (status == TRUNCATED)
+            draw = sources.token_draw(weights, train_lengths, store.lengths(), usable_rows)
         train_idx = sources.weighted_mix(train_lengths, draw, train_conf.seed)
     else:
         train_idx = sources.concatenate(train_lengths)
@@ -402,13 +404,3 @@ def prepare_data(
         valid_parts=valid_parts,
         mixture=mixture,
     )
-
-
-def _token_draw(store: Any, train_lengths: list[int], weights: list[float]) -> list[float]:
-    """``weight_by: tokens``: the row-draw weights that give each source its token share."""
-    status = np.asarray(store.status)
-    usable = (status == OK) | (status == TRUNCATED)
-    lengths = np.where(usable[: sum(train_lengths)], store.lengths()[: sum(train_lengths)], 0)
-    which = sources.source_of(np.arange(sum(train_lengths)), train_lengths)
-    tokens = [int(lengths[which == k].sum()) for k in range(len(train_lengths))]
-    return sources.token_share_weights(weights, train_lengths, tokens)

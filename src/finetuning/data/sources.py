@@ -131,6 +131,24 @@ def token_share_weights(weights: list[float], rows: list[int], tokens: list[int]
     return [w / total for w in out]
 
 
+def token_draw(
+    weights: list[float], rows: list[int], lengths: np.ndarray, usable: np.ndarray
+) -> list[float]:
+    """``weight_by: tokens``: the row-draw weights that give each source its token share.
+
+    Args:
+        weights: ``sampling_weight`` of each source.
+        rows: Rows of each source (the concatenation's layout).
+        lengths: Token length of every row of the concatenation.
+        usable: Which rows train (the others are dropped after mixing and bring no tokens).
+    """
+    n = sum(rows)
+    counted = np.where(usable[:n], lengths[:n], 0)
+    which = source_of(np.arange(n), rows)
+    tokens = [int(counted[which == k].sum()) for k in range(len(rows))]
+    return token_share_weights(weights, rows, tokens)
+
+
 def mixture_table(
     labels: list[str],
     weights: list[float],

@@ -5,8 +5,9 @@ per-source validation losses (``eval_<source>_loss``, through the Trainer's own 
 evaluation: ``trainer.evaluate(eval_dataset={source: dataset, ...})``) and every generation eval
 of ``eval_conf.generation`` (``eval_<name>_<metric>``, completions to
 ``evals/<name>-step-<N>.jsonl``); at the end of training it runs ``eval_conf.lm_eval`` on the
-final weights. :func:`evaluate_model` runs the same evaluations on a loaded checkpoint
-(`finetuning eval`). See docs/evaluating.md.
+final weights (:mod:`finetuning.train.reporting.harness`).
+:mod:`finetuning.train.reporting.checkpoint_eval` runs the same evaluations on a loaded
+checkpoint (`finetuning eval`). See docs/evaluating.md.
 """
 
 from __future__ import annotations
@@ -19,16 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 from finetuning.data.prompts import prompt_ids
 from finetuning.data.stop_tokens import stop_ids
 from finetuning.errors import UserError
 
 logger = logging.getLogger(__name__)
-
-try:  # the base class only; transformers is imported by every run anyway
-    from transformers import TrainerCallback
-except ImportError:  # pragma: no cover - transformers is a dependency
-    TrainerCallback = object  # type: ignore[misc,assignment]
 
 
 def _generate_one(model: Any, ids: list[int], spec: Any, stops: list[int], pad: Any) -> list[int]:
@@ -179,58 +177,6 @@ def source_losses(trainer: Any, datasets: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if k.endswith("_loss")}
 
 
-def run_lm_eval(model: Any, tokenizer: Any, lm_config: Any) -> dict[str, Any]:
-    """Run lm-eval's tasks on ``model``; returns ``{"lm_eval/<task>/<metric>": value}``.
-
-    Raises:
-        UserError: lm-eval is not installed, or a task is unknown.
-    """
-    try:
-        import lm_eval
-        from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager
-    except ImportError:
-        raise UserError(
-            "eval_conf.lm_eval needs the lm-eval package: pip install 'finetuning[lm-eval]' "
-            "(or pip install 'lm-eval==0.4.*')"
-        ) from None
-    include = lm_config.include_path
-    manager = TaskManager(include_path=str(Path(include).resolve()) if include else None)
-    unknown = [t for t in lm_config.tasks if t not in manager.all_tasks]
-    if unknown:
-        raise UserError(
-            f"eval_conf.lm_eval.tasks: lm-eval knows no task {', '.join(map(repr, unknown))}"
-            + ("" if include else " (give your own tasks' folder as include_path)")
-        )
-    was_training = model.training
-    model.eval()
-    try:
-        # An adapter's model: the transformers model inside it, its adapter layers active.
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        lm = HFLM(pretrained=base, tokenizer=tokenizer, batch_size=lm_config.batch_size)
-        limit = lm_config.limit
-        results = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=list(lm_config.tasks),
-            num_fewshot=lm_config.num_fewshot,
-            limit=int(limit) if limit is not None and limit >= 1 else limit,
-            task_manager=manager,
-            log_samples=False,
-        )
-    finally:
-        model.train(was_training)
-    out: dict[str, Any] = {}
-    for task, metrics in (results or {}).get("results", {}).items():
-        for key, value in metrics.items():
-            if key in ("alias", "sample_len") or not isinstance(value, int | float):
-                continue
-            metric = key.replace(",none", "").replace(",", "_")
-            if isinstance(value, float) and math.isnan(value):
-                continue
-            out[f"lm_eval/{task}/{metric}"] = value
-    return out
-
-
 class EvalCallback(TrainerCallback):
     """Per-source losses and generation evals at each evaluation; lm-eval at the end.
 
@@ -302,6 +248,8 @@ class EvalCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.lm_config is None:
             return control
+        from finetuning.train.reporting.harness import run_lm_eval
+
         results = run_lm_eval(self.trainer.model, self.tokenizer, self.lm_config)
         if self.trainer.accelerator.is_main_process:
             path = self.output_dir / "eval_results.json"
@@ -347,74 +295,3 @@ def attach(ctx: Any, trainer: Any, dataset: Callable[[Any], Any]) -> EvalCallbac
     # First, so lm-eval's metrics at the end reach MLflow before its callback ends the run.
     trainer.callback_handler.callbacks.insert(0, callback)
     return callback
-
-
-def _loss_trainer(plan: Any, model: Any, folder: Path) -> Any:
-    """A Trainer that only evaluates, batching and computing the loss as the run's trainer did."""
-    from transformers import PrinterCallback, Trainer, TrainingArguments
-
-    from finetuning.data.collate import PaddedCollator, PaddingFreeCollator
-    from finetuning.model import attention
-    from finetuning.model.packing import keeps_examples_apart
-    from finetuning.train.loss import chunked_causal_lm_loss, keeps_trained_logits
-
-    config, setup = plan.config, plan.setup
-    padding_free = config.sft_args.padding_free
-    if padding_free:
-        attention.choose(model, config.run_conf.model_args.attn_implementation)
-        if not keeps_examples_apart(model, PaddingFreeCollator()):
-            padding_free = False
-            attention.restore_sdpa(model)
-    keep = keeps_trained_logits(model)
-    if padding_free:
-        collator: Any = PaddingFreeCollator(keep_trained_logits=keep)
-    else:
-        eos = setup.tokenizer.eos_token_id if setup.convert_pad_to_eos else None
-        collator = PaddedCollator(
-            setup.tokenizer.pad_token_id, config.data_conf.padding_side, eos, keep
-        )
-    args = TrainingArguments(
-        output_dir=str(folder),
-        per_device_eval_batch_size=plan.resolved.per_device_eval,
-        report_to="none",
-        use_cpu=bool(config.training_args.get("use_cpu")),
-        disable_tqdm=True,
-    )
-    trainer = Trainer(
-        model=model, args=args, data_collator=collator, compute_loss_func=chunked_causal_lm_loss
-    )
-    trainer.remove_callback(PrinterCallback)  # the table is printed once, at the end
-    return trainer
-
-
-def evaluate_model(plan: Any, model: Any, folder: Path) -> dict[str, Any]:
-    """Run the config's evaluations on a loaded model (`finetuning eval`).
-
-    The validation loss (``eval_loss`` and ``eval_<source>_loss``), every generation eval
-    (completions to ``folder/evals/<name>.jsonl``) and the lm-eval tasks.
-
-    Returns:
-        ``{"metrics": {...}, "rows": {...}}``.
-    """
-    from finetuning.data.collate import SFTDataset
-
-    data, metrics, rows = plan.data, {}, {}
-    if data.valid is not None and len(data.valid):
-        trainer = _loss_trainer(plan, model, folder)
-        metrics.update(
-            {k: v for k, v in trainer.evaluate(SFTDataset(data.valid)).items() if k == "eval_loss"}
-        )
-        parts = {k: SFTDataset(v) for k, v in data.valid_parts.items()}
-        metrics.update(source_losses(trainer, parts))
-        rows["validation"] = len(data.valid)
-        rows.update({f"validation/{k}": len(v) for k, v in data.valid_parts.items()})
-    tokenizer = plan.setup.tokenizer
-    for geval in plan.evals:
-        means, records = run_generation_eval(geval, model, tokenizer, plan.settings)
-        metrics.update(means)
-        rows[f"generation/{geval.name}"] = len(records)
-        write_records(folder / "evals" / f"{geval.name}.jsonl", records)
-    lm_config = plan.config.eval_conf.lm_eval
-    if lm_config is not None:
-        metrics.update(run_lm_eval(model, tokenizer, lm_config))
-    return {"metrics": metrics, "rows": rows}
