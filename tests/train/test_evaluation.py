@@ -44,6 +44,18 @@ def test_metrics_resolve_like_rewards_and_name_their_config_path(tmp_path):
         eval_plan.resolve_evals(config, tmp_path / "c.yaml")
 
 
+def test_an_eval_named_like_a_validation_source_is_refused(tmp_path):
+    config = _config(tmp_path, [{"function": "exact_answer"}])
+    data = config.data_conf.model_copy(
+        update={"validation_data": type(config.data_conf.training_data)(
+            type="CONCATENATION", datasets=[{"path": "v/sums.jsonl"}]
+        )}
+    )  # fmt: skip
+    config = config.model_copy(update={"data_conf": data})
+    with pytest.raises(UserError, match="also a validation source's label"):
+        eval_plan.resolve_evals(config, tmp_path / "c.yaml")
+
+
 def test_eval_conf_is_refused_for_methods_that_do_not_run_it(tmp_path):
     with pytest.raises(UserError, match="eval_conf is supported for sft, pretrain runs, not dpo"):
         eval_plan.resolve_evals(

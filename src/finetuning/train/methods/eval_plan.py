@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finetuning.config.data import source_label
 from finetuning.config.evaluation import GenerationEvalConfig
 from finetuning.data.rows import read_rows
 from finetuning.errors import Problem, UserError
@@ -65,9 +66,14 @@ def resolve_evals(config: Any, config_path: Path | None) -> tuple[GenerationEval
             f"eval_conf is supported for {', '.join(EVAL_METHODS)} runs, not {config.method}: "
             "remove eval_conf (evaluate the saved model with a sft config instead)"
         )
-    found = []
+    found, labels = [], _source_labels(config.data_conf)
     for i, spec in enumerate(specs):
         where = f"eval_conf.generation[{i}]"
+        if spec.name in labels:
+            raise UserError(
+                f"{where}.name {spec.name!r} is also a validation source's label: their metrics "
+                f"(eval_{spec.name}_...) would mix; give the eval another name"
+            )
         rows = read_rows(spec.path, "grpo", f"{where}.path")
         if spec.limit is not None:
             rows = rows[: spec.limit]
@@ -76,6 +82,13 @@ def resolve_evals(config: Any, config_path: Path | None) -> tuple[GenerationEval
         )
         found.append(GenerationEval(spec, tuple(rows), tuple(RewardCall(r) for r in rewards)))
     return tuple(found)
+
+
+def _source_labels(data_conf: Any) -> set[str]:
+    """The labels per-source validation metrics are named by."""
+    valid = data_conf.validation_data
+    datasets = valid.datasets if valid.type == "CONCATENATION" else data_conf.training_data.datasets
+    return {source_label(d) for d in datasets}
 
 
 def check_prompts(evals: tuple[GenerationEval, ...], tokenizer: Any, settings: Any) -> None:
