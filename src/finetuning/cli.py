@@ -128,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--tools", default=None, help="JSON file of function schemas the model may call")
 
+    from finetuning.tools import eval as eval_tool
+
+    p = add(
+        "eval",
+        help="evaluate a checkpoint (or the base model) on the config's evals",
+        description="Run CONFIG's validation sets (eval_loss, eval_<source>_loss), its "
+        "eval_conf.generation evals and eval_conf.lm_eval tasks on a saved checkpoint (or the "
+        "base model), write eval_results.json next to it and print a table.",
+    )
+    eval_tool.add_arguments(p)
+
     p = add(
         "replace-tokens",
         help="rename tokens keeping their ids (also the `replace_tokens` command)",
@@ -259,10 +270,44 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         init_example(args.dir, force=args.force)
         return 0
+    if args.command == "eval":
+        return _evaluate(args)
     from finetuning.config.loading import load_config
 
     loaded = load_config(args.config, args.command)
     importlib.import_module(METHODS[args.command].recipe).run(loaded, args)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """`finetuning eval`: the plan's data and evals on a checkpoint; results file and table."""
+    from pathlib import Path
+
+    from finetuning.config.loading import load_config, resolved_dict
+    from finetuning.tools import eval as eval_tool
+    from finetuning.train.plan import build_plan
+    from finetuning.train.reporting.checkpoint_eval import evaluate_model
+
+    loaded = load_config(args.config, None)
+    plan = build_plan(loaded, 1, args)
+    if plan.config.method not in ("sft", "pretrain"):
+        raise UserError(f"finetuning eval runs sft and pretrain configs, not {plan.config.method}")
+    model = eval_tool.load_model(plan.config, args.checkpoint, plan.setup.tokenizer)
+    path = eval_tool.results_path(args.checkpoint, plan.output_dir)
+    results = evaluate_model(plan, model, path.parent)
+    results.update(
+        checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else None,
+        base_model=plan.config.run_conf.model,
+        config=str(Path(args.config).resolve()),
+        config_hash=eval_tool.config_hash(resolved_dict(plan.config)),
+    )
+    eval_tool.write_results(path, results)
+    print(eval_tool.format_table(results))
+    print(f"wrote {path}")
+    if plan.tracking is not None:
+        from finetuning.tracking import log_eval_results
+
+        print(f"mlflow: run {log_eval_results(plan.tracking, results, path)}")
     return 0
 
 

@@ -149,6 +149,20 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): json.dumps(data) if isinstance(data, list) else str(data)}
 
 
+def mixture_params(table: list[dict[str, Any]]) -> dict[str, str]:
+    """The weighted mix's table as MLflow params: ``mixture.<source>.<field>``.
+
+    Per source: the weight, rows and tokens requested and realized, the repeated rows and the
+    requested and realized share (see ``finetuning.data.sources.mixture_table``).
+    """
+    return {
+        f"mixture.{row['source']}.{key}": str(value)
+        for row in table
+        for key, value in row.items()
+        if key != "source"
+    }
+
+
 class MlflowExtras(TrainerCallback):
     """Logs our params, tags and artifacts into the run transformers' MLflow callback opened.
 
@@ -200,3 +214,34 @@ def log_final_artifacts(run_id: str | None, files: list[Path]) -> None:
         for path in files:
             if path.is_file():
                 mlflow.log_artifact(str(path))
+
+
+def log_eval_results(tracking: Tracking, results: dict[str, Any], path: Path) -> str:
+    """Log `finetuning eval`'s results as a new MLflow run in the config's experiment.
+
+    The run is named ``eval <checkpoint folder>`` (``eval base`` for the base model), with the
+    checkpoint and config hash as params, the metrics, and ``eval_results.json`` as an
+    artifact. Returns the run id.
+    """
+    import mlflow
+
+    if tracking.uri.startswith("file:"):
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    mlflow.set_tracking_uri(tracking.uri)
+    if tracking.experiment_name:
+        mlflow.set_experiment(tracking.experiment_name)
+    checkpoint = results.get("checkpoint")
+    name = f"eval {Path(checkpoint).name if checkpoint else 'base'}"
+    with mlflow.start_run(run_name=name) as run:
+        mlflow.set_tags({"finetuning.command": "eval"})
+        mlflow.log_params(
+            {"checkpoint": str(checkpoint), "config_hash": str(results.get("config_hash"))}
+        )
+        numbers = {
+            k: float(v)
+            for k, v in results["metrics"].items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        mlflow.log_metrics({k: v for k, v in numbers.items() if v == v})  # NaN: not logged
+        mlflow.log_artifact(str(path))
+        return run.info.run_id

@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from finetuning.config.strict import StrictModel
+
+#: What a source label may hold (it becomes part of metric names: ``eval_<label>_loss``).
+LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def source_label(definition: DatasetDefinition | WeightedDatasetDefinition) -> str:
+    """A dataset's name in per-source metrics: its ``label``, else its file stem (made safe)."""
+    if definition.label:
+        return definition.label
+    name = definition.path.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+    for suffix in (".gz", ".zst", ".jsonl", ".json", ".parquet"):
+        name = name.removesuffix(suffix)
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "data"
+
+
+def check_labels(datasets: list, where: str) -> None:
+    """Refuse two datasets of one list with the same label (their metrics would collide)."""
+    seen: dict[str, int] = {}
+    for i, d in enumerate(datasets):
+        label = source_label(d)
+        if label in seen:
+            raise ValueError(
+                f"{where}.datasets[{i}] and datasets[{seen[label]}] share the source label "
+                f"{label!r} (per-source metrics are named by it): give one of them a distinct "
+                "`label:`"
+            )
+        seen[label] = i
 
 
 class ChatTemplateName(StrEnum):
@@ -105,6 +133,11 @@ class DatasetDefinition(StrictModel):
     data_files: str | list[str] | None = None
     """Hub datasets and dataset folders: the files to read (``load_dataset``'s ``data_files``)."""
 
+    # Evaluation (docs/evaluating.md): the source's name in per-source metrics.
+    label: str | None = Field(default=None, pattern=LABEL_PATTERN)
+    """The source's name in per-source metrics (``eval_<label>_loss``) and the mixture table;
+    default: the file stem. Two datasets of one list may not share a label."""
+
 
 class WeightedDatasetDefinition(StrictModel):
     """Define a dataset, with a weight for sampling."""
@@ -136,6 +169,11 @@ class WeightedDatasetDefinition(StrictModel):
     data_files: str | list[str] | None = None
     """Hub datasets and dataset folders: the files to read (``load_dataset``'s ``data_files``)."""
 
+    # Evaluation (docs/evaluating.md): the source's name in per-source metrics.
+    label: str | None = Field(default=None, pattern=LABEL_PATTERN)
+    """The source's name in per-source metrics (``eval_<label>_loss``) and the mixture table;
+    default: the file stem. Two datasets of one list may not share a label."""
+
 
 class ConcatenationDataInput(StrictModel):
     """A simple list of datasets, concatenated in order.
@@ -149,6 +187,11 @@ class ConcatenationDataInput(StrictModel):
     """The datasets, in order."""
     data_type: str = "ChatConversation"
     """Generally, the data_type is automatically set based on the experiment config method."""
+
+    @model_validator(mode="after")
+    def _check_labels(self) -> ConcatenationDataInput:
+        check_labels(self.datasets, "datasets")
+        return self
 
 
 class WeightedMixDataInput(StrictModel):
@@ -167,6 +210,12 @@ class WeightedMixDataInput(StrictModel):
     """Generally, the data_type is automatically set based on the experiment config method."""
     seed: int = 19851243
     """Seed for the random number generator for interleaving draws."""
+    # Evaluation (docs/evaluating.md): what the weights are shares of.
+    weight_by: Literal["rows", "tokens"] = "rows"
+    """What the sampling weights are shares of: ``rows`` (each draw picks a row) or ``tokens``
+    (the weights are shares of the training tokens: a source of long rows is drawn less
+    often). A source too small for its share is repeated (its rows wrap around) and the
+    repeats are counted in the preflight's mixture table."""
 
     @model_validator(mode="after")
     def _check_weights(self) -> WeightedMixDataInput:
@@ -175,6 +224,7 @@ class WeightedMixDataInput(StrictModel):
             raise ValueError(f"sampling weights must be >= 0, got {weights}")
         if sum(weights) <= 0:
             raise ValueError(f"at least one sampling weight must be > 0, got {weights}")
+        check_labels(self.datasets, "training_data")
         return self
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from finetuning.config.data import ChatTrainValidConfig
+from finetuning.config.evaluation import EvalConfig
 from finetuning.config.grpo import GRPOArguments
 from finetuning.config.peft import PeftConfig
 from finetuning.config.quantization import NoQuantizationConfig, QuantizationConfig
@@ -63,6 +64,8 @@ class _ExperimentBase(StrictModel):
     """MLflow tracking configuration."""
     quant_conf: QuantizationConfig = NoQuantizationConfig()
     """Quantization configuration."""
+    eval_conf: EvalConfig = EvalConfig()
+    """Generation evals and lm-eval tasks (docs/evaluating.md)."""
 
     @classmethod
     def method_name(cls) -> str:

@@ -18,6 +18,7 @@ from finetuning.data.messages import is_agent_row
 from finetuning.data.preference import PreferenceStore
 from finetuning.data.prepare import EncodedSplit, PreparedData, prepare_data
 from finetuning.data.prompts import RESERVED_KEYS
+from finetuning.data.sources import format_mixture
 from finetuning.data.templates import end_marker
 from finetuning.data.tokenizer import TokenizerSetup, load_tokenizer, setup_tokenizer
 from finetuning.data.unpaired import FROM_PAIR, balance_lines, desirable_counts
@@ -252,6 +253,11 @@ def build_report(
         how = "detected" if src.detected else "set by format:"
         lines.append(f"{src.key}: {src.rows} rows ({src.path}; format {src.format}, {how})")
     lines.append(f"training rows after mixing: {data.mixed_rows}")
+    if data.mixture:  # PRECOMPUTE_WEIGHTED_MIX (docs/evaluating.md)
+        lines.extend(format_mixture(data.mixture, config.data_conf.training_data.weight_by))
+    if data.valid_parts and config.method in ("sft", "pretrain"):  # eval_<source>_loss each
+        parts = ", ".join(f"{k} {len(v)}" for k, v in data.valid_parts.items())
+        lines.append(f"validation rows by source (eval_<source>_loss): {parts}")
     _agent_lines(config, data, report)
     _history_lines(config, data, report)
     counts = data.status_counts

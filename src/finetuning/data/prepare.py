@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from finetuning import __version__
-from finetuning.config.data import ChatTrainValidConfig
+from finetuning.config.data import ChatTrainValidConfig, source_label
 from finetuning.config.methods import rows_of
 from finetuning.data import sources
 from finetuning.data.encode import (
@@ -100,6 +100,11 @@ class PreparedData:
     cache_path: Path | None
     seconds: float
     notes: list[str] = field(default_factory=list)
+    # Evaluation (docs/evaluating.md): per-source validation sets and the mixture table.
+    valid_parts: dict[str, EncodedSplit] = field(default_factory=dict)
+    """The validation set by source label, when it comes from two sources or more."""
+    mixture: list[dict[str, Any]] = field(default_factory=list)
+    """PRECOMPUTE_WEIGHTED_MIX: per source, rows and tokens requested and realized."""
 
 
 def file_digest(path: Path) -> str:
@@ -334,7 +339,12 @@ def prepare_data(
     train_lengths = lengths[:n_train_sources]
     if train_conf.type == "PRECOMPUTE_WEIGHTED_MIX":
         weights = [d.sampling_weight for d in train_conf.datasets]
-        train_idx = sources.weighted_mix(train_lengths, weights, train_conf.seed)
+        draw = weights
+        if train_conf.weight_by == "tokens":
+            status = np.asarray(store.status)
+            usable_rows = (status == OK) | (status == TRUNCATED)
+            draw = sources.token_draw(weights, train_lengths, store.lengths(), usable_rows)
+        train_idx = sources.weighted_mix(train_lengths, draw, train_conf.seed)
     else:
         train_idx = sources.concatenate(train_lengths)
     mixed = len(train_idx)
@@ -381,9 +391,23 @@ def prepare_data(
     if valid_idx is not None:
         valid_idx = expand(valid_idx)
         valid_idx = valid_idx[usable[valid_idx]]
+    mixture, parts = [], {}
+    train_labels = [source_label(d) for d in train_conf.datasets]
+    if train_conf.type == "PRECOMPUTE_WEIGHTED_MIX":
+        mixture = sources.mixture_table(
+            train_labels, weights, train_conf.weight_by, train_lengths, store.lengths(), train_idx
+        )
+    if valid_idx is not None and valid_conf.type == "CONCATENATION":
+        labels = [source_label(d) for d in valid_conf.datasets]
+        first, valid_lengths = sum(train_lengths), lengths[n_train_sources:]
+        parts = sources.by_source(valid_idx, valid_lengths, labels, first)
+    elif valid_idx is not None:
+        parts = sources.by_source(valid_idx, train_lengths, train_labels)
+    parts = {k: v for k, v in parts.items() if len(v)} if len(parts) > 1 else {}
     train, valid = EncodedSplit(store, train_idx), None
     if valid_idx is not None:
         valid = EncodedSplit(store, valid_idx)
+    valid_parts = {k: EncodedSplit(store, v) for k, v in parts.items()}
     chunks = {}
     if settings.length_handling == "chunk" and isinstance(store, TokenStore):
         # Cut after mixing and splitting, so one document's chunks stay on one side.
@@ -393,6 +417,9 @@ def prepare_data(
         if valid_idx is not None:
             held = chunk_split(store, valid_idx, settings.max_length)
             valid = EncodedSplit(held.store, held.indices)
+            for k, v in parts.items():
+                part = chunk_split(store, v, settings.max_length)
+                valid_parts[k] = EncodedSplit(part.store, part.indices)
     counts = {
         **chunks,
         "too_long_dropped": int((status == TOO_LONG).sum()),
@@ -410,4 +437,6 @@ def prepare_data(
         cache_hit=hit,
         cache_path=folder,
         seconds=time.perf_counter() - started,
+        valid_parts=valid_parts,
+        mixture=mixture,
     )

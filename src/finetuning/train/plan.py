@@ -31,7 +31,7 @@ from finetuning.model.hardware import hardware_problems
 from finetuning.tracking import Tracking, plan_tracking
 from finetuning.train import arguments
 from finetuning.train.batch import Resolved, base_learning_rate, resolve
-from finetuning.train.methods.hooks import NO_CHECKS, MethodChecks, plan_module
+from finetuning.train.methods.hooks import NO_CHECKS, MethodChecks, evaluation_checks, plan_module
 from finetuning.train.reporting.summary import check_output_dir, estimated_checkpoint_bytes
 from finetuning.train.safety.checkpoints import resolve_resume
 from finetuning.train.safety.fingerprint import check_resume
@@ -66,6 +66,7 @@ class Plan:
         report: The data preflight report; None with ``with_data=False``.
         method_checks: What the method's own plan module found (its problems, GRPO's reward
             functions); empty for the methods the shared plan serves alone.
+        evals: ``eval_conf.generation``, resolved (rows read, metrics imported and checked).
     """
 
     config: ExperimentConfig
@@ -82,6 +83,7 @@ class Plan:
     data: PreparedData | None = None
     report: PreflightReport | None = None
     method_checks: MethodChecks = NO_CHECKS
+    evals: tuple[Any, ...] = ()
 
     @property
     def rewards(self) -> tuple:
@@ -164,6 +166,7 @@ class Plan:
         ]
         if hook is not None and hasattr(hook, "lines"):
             out += hook.lines(config, r, self.method_checks)
+        out += evaluation_checks().lines(config, self.evals)
         if self.setup is not None:
             out.append(f"tokenizer: {self.setup.pad_note}")
         return out
@@ -203,7 +206,13 @@ def build_plan(
     resolved = resolve(config, world_size)
     hook = plan_module(config.method)  # the method's own checks, beside its recipe
     checks = hook.check(loaded, resolved) if hook is not None else NO_CHECKS
-    problems = tuple(hardware_problems(config)) + checks.problems
+    eval_plan = evaluation_checks()  # eval_conf: metrics resolved like GRPO's rewards
+    evals = eval_plan.resolve_evals(config, loaded.path)
+    problems = (
+        tuple(hardware_problems(config))
+        + checks.problems
+        + tuple(eval_plan.lm_eval_problems(config))
+    )
     if problems and hardware_must_fit:
         raise UserError(problems[0] + " (this machine cannot run the config as written)")
     output_dir, logging_dir = arguments.output_dirs(config)
@@ -236,6 +245,7 @@ def build_plan(
             raise outputs_problem
         if hook is not None:  # again with the rows (GRPO: the keys its rewards read)
             checks = hook.check(loaded, resolved, report.data.rows)
+        eval_plan.check_prompts(evals, report.setup.tokenizer, settings)  # renders, now
     return Plan(
         config=config,
         notes=tuple(loaded.notes),
@@ -251,6 +261,7 @@ def build_plan(
         data=report.data if report else None,
         report=report,
         method_checks=checks,
+        evals=evals,
     )
 
 

@@ -30,6 +30,7 @@ from finetuning.tracking import (
     export_tracking,
     flatten,
     log_final_artifacts,
+    mixture_params,
     open_command,
 )
 from finetuning.train import arguments
@@ -218,6 +219,7 @@ def callbacks(ctx: RunContext) -> RunCallbacks:
                 "resolved.learning_rate": str(resolved.learning_rate),
             }
         )
+        params.update(mixture_params(plan.data.mixture))  # weighted mix: per-source realized
         out = plan.output_dir
         artifacts = [out / "resolved_config.yaml", out / "data_preflight.txt"]
         tags = {

@@ -144,7 +144,10 @@ def _required(function: Callable[..., Any]) -> list[str]:
 
 
 def resolve_rewards(
-    specs: Sequence[RewardSpec], base: Path, rows: Sequence[dict[str, Any]] | None = ()
+    specs: Sequence[RewardSpec],
+    base: Path,
+    rows: Sequence[dict[str, Any]] | None = (),
+    where: str = "grpo_args.rewards",
 ) -> tuple[Reward, ...]:
     """Import and check every reward of ``grpo_args.rewards``.
 
@@ -153,11 +156,14 @@ def resolve_rewards(
         base: The folder relative file paths are read from (the config file's).
         rows: The training rows; a parameter a function requires must be in every row (or be
             passed by the trainer, or set in its ``kwargs``). Empty or None: not checked.
+        where: The config path of ``specs`` (``eval_conf.generation[0].metrics`` for an eval's
+            metrics, which are specified and checked like rewards).
 
     Raises:
         UserError: Naming ``grpo_args.rewards[i]`` and what is wrong.
     """
-    if specs and all(spec.weight == 0 for spec in specs):
+    grpo = where == "grpo_args.rewards"  # an eval's metrics are only measured, never trained on
+    if grpo and specs and all(spec.weight == 0 for spec in specs):
         raise UserError(
             Problem(
                 "every reward has weight 0: every completion's total reward would be 0, so "
@@ -168,8 +174,9 @@ def resolve_rewards(
         )
     found: list[Reward] = []
     names: dict[str, int] = {}
+    prefix = where
     for i, spec in enumerate(specs):
-        where = f"grpo_args.rewards[{i}]"
+        where = f"{prefix}[{i}]"
         function = resolve_function(spec.function, base, f"{where}.function")
         if spec.function in BUILTIN_REWARDS:
             _check_builtin(spec, where)

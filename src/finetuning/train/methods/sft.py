@@ -11,6 +11,7 @@ from finetuning.model import attention
 from finetuning.model.packing import keeps_examples_apart
 from finetuning.train import arguments, stages
 from finetuning.train.loss import chunked_causal_lm_loss, keeps_trained_logits
+from finetuning.train.reporting import evaluation
 from finetuning.train.reporting.summary import RunSummary
 
 logger = logging.getLogger(__name__)
@@ -81,4 +82,5 @@ def causal_lm_trainer(ctx: stages.RunContext, model: Any) -> tuple[Any, stages.R
         callbacks=list(callbacks.all),
         compute_loss_func=None if kwargs.get("use_liger_kernel") else chunked_causal_lm_loss,
     )
+    evaluation.attach(ctx, trainer, SFTDataset)  # per-source losses, eval_conf (if any)
     return trainer, callbacks

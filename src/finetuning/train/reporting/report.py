@@ -74,6 +74,24 @@ REWARD_PANEL = (
 )
 
 
+def eval_panels(history: list[dict[str, Any]]) -> list[tuple[str, str, list[str]]]:
+    """One curve per validation source, and one per generation-eval metric (when logged)."""
+    keys = sorted({k for h in history for k in h if k.startswith("eval_")})
+    generation = {k[: -len("_score")] for k in keys if k.endswith("_score")}
+    sources = [
+        k
+        for k in keys
+        if k.endswith("_loss") and k != "eval_loss" and not k.startswith(tuple(generation))
+    ]
+    metrics = [k for k in keys if k.startswith(tuple(generation)) and k.split("_")[-1] != "runtime"]
+    out = []
+    if sources:
+        out.append(("validation loss by source", "loss", ["eval_loss", *sources]))
+    if metrics:
+        out.append(("generation evals", "mean metric", metrics))
+    return out
+
+
 def plot(history: list[dict[str, Any]], path: Path) -> None:
     """Write the curves (loss and eval loss; learning rate; tokens/s; DPO margins) as a PNG."""
     import matplotlib.pyplot as plt
@@ -103,6 +121,7 @@ def figure(history: list[dict[str, Any]]) -> Any:
         panels.append(REWARD_PANEL)
     grpo = _grpo_panels(history)  # GRPO's panel has its KL: no second one from METHOD_PANELS
     panels += grpo or [p for p in METHOD_PANELS if any(p[2][0] in h for h in history)]
+    panels += eval_panels(history)
     rows = 1 if len(panels) <= 3 else 2
     cols = -(-len(panels) // rows)
     fig, axes = plt.subplots(rows, cols, figsize=(10, 3.4 * rows), squeeze=False)
@@ -218,6 +237,7 @@ def write_report(
             ("final train loss", summary.train_loss),
             ("final eval loss", summary.eval_loss),
             *summary.rewards.items(),
+            *getattr(summary, "evaluations", {}).items(),
             ("outputs", summary.final_dir),
         ]
     )

@@ -41,6 +41,9 @@ class RunSummary:
         first_step_seconds: From process start to the end of the first optimizer step.
         attention: The attention kernels that ran (e.g. "per-example sdpa"); empty when none of
             ours was used and transformers' own implementation ran.
+        evaluations: The last value of each evaluation metric beyond ``eval_loss``: per-source
+            losses (``eval_<source>_loss``), generation evals (``eval_<name>_<metric>``) and
+            lm-eval results (``lm_eval/<task>/<metric>``); see docs/evaluating.md.
     """
 
     steps: int
@@ -54,6 +57,7 @@ class RunSummary:
     rewards: dict[str, float] = field(default_factory=dict)
     first_step_seconds: float | None = None
     attention: list[str] = field(default_factory=list)
+    evaluations: dict[str, float] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         """Write the summary and the log history as JSON (for scripts and the run report)."""
@@ -145,6 +149,21 @@ def _method_line(rewards: dict[str, float]) -> list[str]:
     return [f"  rewards: {', '.join(parts)}"]
 
 
+#: Per-evaluation bookkeeping the Trainer logs beside each metric (not results).
+_EVAL_BOOKKEEPING = ("_runtime", "_samples_per_second", "_steps_per_second")
+
+
+def evaluation_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
+    """The last value of every evaluation metric except ``eval_loss`` (docs/evaluating.md)."""
+    found: dict[str, float] = {}
+    for entry in history:
+        for key, value in entry.items():
+            is_eval = key.startswith("eval_") and key != "eval_loss"
+            if (is_eval and not key.endswith(_EVAL_BOOKKEEPING)) or key.startswith("lm_eval/"):
+                found[key] = value
+    return found
+
+
 def summarize(
     trainer: Any, result: Any, throughput: Any, final_dir: Path, seconds: float
 ) -> RunSummary:
@@ -167,6 +186,7 @@ def summarize(
         history=history,
         first_step_seconds=throughput.first_step_seconds,
         attention=attention.kernels_ran(),
+        evaluations=evaluation_metrics(history),
         rewards={
             key: value
             for entry in history
