@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from finetuning.config.data import ChatTrainValidConfig, source_label
+from finetuning.config.data import ChatTrainValidConfig, source_labels
 from finetuning.data import sources
 
 
@@ -63,10 +63,21 @@ def test_labels_default_to_the_file_stem_and_duplicates_are_refused():
     config = ChatTrainValidConfig.model_validate(
         _data([{"path": "/d/math qa.jsonl.gz"}, {"path": "/e/math qa.jsonl", "label": "other"}])
     )
-    assert [source_label(d) for d in config.validation_data.datasets] == ["math_qa", "other"]
-    with pytest.raises(ValidationError, match="share the source label 'math'"):
+    assert source_labels(config.validation_data.datasets) == ["math_qa", "other"]
+    # Equal stems are common (a/train.jsonl, b/train.jsonl): numbered, never refused.
+    config = ChatTrainValidConfig.model_validate(
+        _data(
+            [{"path": "a/math.jsonl"}, {"path": "b/math.jsonl"}, {"path": "math_2", "label": "x"}]
+        )
+    )
+    assert source_labels(config.validation_data.datasets) == ["math", "math_2", "x"]
+    config = ChatTrainValidConfig.model_validate(
+        _data([{"path": "a/math.jsonl"}, {"path": "b/q.jsonl", "label": "math"}])
+    )
+    assert source_labels(config.validation_data.datasets) == ["math_2", "math"]
+    with pytest.raises(ValidationError, match="share the label 'math'"):
         ChatTrainValidConfig.model_validate(
-            _data([{"path": "a/math.jsonl"}, {"path": "b/math.jsonl"}])
+            _data([{"path": "a/x.jsonl", "label": "math"}, {"path": "b/y.jsonl", "label": "math"}])
         )
     with pytest.raises(ValidationError, match="label"):
         ChatTrainValidConfig.model_validate(_data([{"path": "a.jsonl", "label": "has space"}]))

@@ -14,28 +14,49 @@ from finetuning.config.strict import StrictModel
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
-def source_label(definition: DatasetDefinition | WeightedDatasetDefinition) -> str:
-    """A dataset's name in per-source metrics: its ``label``, else its file stem (made safe)."""
-    if definition.label:
-        return definition.label
+def _stem(definition: DatasetDefinition | WeightedDatasetDefinition) -> str:
+    """A dataset's file stem (or a Hub id's last part), made safe for a metric name."""
     name = definition.path.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
     for suffix in (".gz", ".zst", ".jsonl", ".json", ".parquet"):
         name = name.removesuffix(suffix)
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "data"
 
 
+def source_labels(datasets: list) -> list[str]:
+    """The names of one list's datasets in per-source metrics and the mixture table.
+
+    A dataset's ``label``, else its file stem. Stems repeat often (``a/train.jsonl`` beside
+    ``b/train.jsonl``), so a stem already taken gets the next free ``_2``, ``_3``... in list
+    order; only explicit labels must be distinct (:func:`check_labels`).
+    """
+    taken = {d.label for d in datasets if d.label}
+    out = []
+    for d in datasets:
+        label = d.label
+        if not label:
+            stem = label = _stem(d)
+            n = 1
+            while label in taken:
+                n += 1
+                label = f"{stem}_{n}"
+            taken.add(label)
+        out.append(label)
+    return out
+
+
 def check_labels(datasets: list, where: str) -> None:
-    """Refuse two datasets of one list with the same label (their metrics would collide)."""
+    """Refuse two datasets of one list with the same ``label`` (their metrics would collide)."""
     seen: dict[str, int] = {}
     for i, d in enumerate(datasets):
-        label = source_label(d)
-        if label in seen:
+        if not d.label:
+            continue
+        if d.label in seen:
             raise ValueError(
-                f"{where}.datasets[{i}] and datasets[{seen[label]}] share the source label "
-                f"{label!r} (per-source metrics are named by it): give one of them a distinct "
+                f"{where}.datasets[{i}] and datasets[{seen[d.label]}] share the label "
+                f"{d.label!r} (per-source metrics are named by it): give one of them a distinct "
                 "`label:`"
             )
-        seen[label] = i
+        seen[d.label] = i
 
 
 class ChatTemplateName(StrEnum):
@@ -136,7 +157,8 @@ class DatasetDefinition(StrictModel):
     # Evaluation (docs/evaluating.md): the source's name in per-source metrics.
     label: str | None = Field(default=None, pattern=LABEL_PATTERN)
     """The source's name in per-source metrics (``eval_<label>_loss``) and the mixture table;
-    default: the file stem. Two datasets of one list may not share a label."""
+    default: the file stem (a stem already taken in the list gets `_2`, `_3`, ...). Two
+    datasets of one list may not share a label."""
 
 
 class WeightedDatasetDefinition(StrictModel):
@@ -172,7 +194,8 @@ class WeightedDatasetDefinition(StrictModel):
     # Evaluation (docs/evaluating.md): the source's name in per-source metrics.
     label: str | None = Field(default=None, pattern=LABEL_PATTERN)
     """The source's name in per-source metrics (``eval_<label>_loss``) and the mixture table;
-    default: the file stem. Two datasets of one list may not share a label."""
+    default: the file stem (a stem already taken in the list gets `_2`, `_3`, ...). Two
+    datasets of one list may not share a label."""
 
 
 class ConcatenationDataInput(StrictModel):

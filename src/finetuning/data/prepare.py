@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from finetuning import __version__
-from finetuning.config.data import ChatTrainValidConfig, source_label
+from finetuning.config.data import ChatTrainValidConfig, source_labels
 from finetuning.config.methods import rows_of
 from finetuning.data import sources
 from finetuning.data.encode import (
@@ -392,13 +392,13 @@ def prepare_data(
         valid_idx = expand(valid_idx)
         valid_idx = valid_idx[usable[valid_idx]]
     mixture, parts = [], {}
-    train_labels = [source_label(d) for d in train_conf.datasets]
+    train_labels = source_labels(train_conf.datasets)
     if train_conf.type == "PRECOMPUTE_WEIGHTED_MIX":
         mixture = sources.mixture_table(
             train_labels, weights, train_conf.weight_by, train_lengths, store.lengths(), train_idx
         )
     if valid_idx is not None and valid_conf.type == "CONCATENATION":
-        labels = [source_label(d) for d in valid_conf.datasets]
+        labels = source_labels(valid_conf.datasets)
         first, valid_lengths = sum(train_lengths), lengths[n_train_sources:]
         parts = sources.by_source(valid_idx, valid_lengths, labels, first)
     elif valid_idx is not None:

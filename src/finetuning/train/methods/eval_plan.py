@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetuning.config.data import source_label
+from finetuning.config.data import source_labels
 from finetuning.config.evaluation import GenerationEvalConfig
 from finetuning.data.rows import read_rows
 from finetuning.errors import Problem, UserError
@@ -88,7 +88,7 @@ def _source_labels(data_conf: Any) -> set[str]:
     """The labels per-source validation metrics are named by."""
     valid = data_conf.validation_data
     datasets = valid.datasets if valid.type == "CONCATENATION" else data_conf.training_data.datasets
-    return {source_label(d) for d in datasets}
+    return set(source_labels(datasets))
 
 
 def check_prompts(evals: tuple[GenerationEval, ...], tokenizer: Any, settings: Any) -> None:
