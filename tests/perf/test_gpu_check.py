@@ -84,3 +84,24 @@ def test_the_whole_smoke_passes_on_the_cpu(tmp_path):
     assert dpo["status"] == "pass", dpo
     assert dpo["figures"]["ours_dpo"]["padding_share"] == 0
     assert dpo["figures"]["mfu_formula"].startswith("8 * N")
+
+
+def test_every_wheel_the_gpu_machine_gets_is_pinned_in_the_constraints():
+    """benchmarks/gpu_wheels.sh downloads each package at its constraints.txt pin; one it names
+    that the constraints lost would stop it (and the GPU machine would get no wheels)."""
+    import re
+
+    script = (ROOT / "benchmarks" / "gpu_wheels.sh").read_text()
+    names = re.search(r"^packages=\((.*?)^\)", script, re.S | re.M).group(1).split()
+    assert {"trl", "datasets", "pydantic", "pydantic_core", "transformers", "bitsandbytes"} <= set(
+        names
+    )
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pins = {
+        norm(line.split("==")[0]) for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }  # fmt: skip
+    assert {norm(n) for n in names} <= pins
