@@ -99,7 +99,7 @@ GPU = Profile(
                    max_length=2048),
     dpo=Throughput((1024, 16, 16, 2816), rows=240, steps=20, warmup=4, batch=8, median=250,
                    cap=600, max_length=2048),
-    resume_steps=300, save_steps=20,
+    resume_steps=300, save_steps=20, child_timeout=240,
 )  # fmt: skip
 SMOKE = Profile(
     "cpu", SIZES["test"], (9, 1, 13, 4, 4), 4,
