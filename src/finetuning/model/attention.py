@@ -234,20 +234,25 @@ def varlen_attention(
     longest = int(longest)
     # transformers' window W sees W keys (i-W < j <= i); flash's (left, 0) sees left + 1 of them.
     window = (sliding_window - 1, 0) if sliding_window is not None else (-1, 0)
+    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [tokens, heads, dim]
+    gqa = {}
+    if query.shape[1] != key.shape[1]:
+        if _takes_enable_gqa(varlen_attn):
+            gqa = {"enable_gqa": True}
+        else:  # torch 2.11's varlen_attn has no enable_gqa: give every query head its key/value
+            groups = query.shape[1] // key.shape[1]
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     _ran.add("varlen_attn (CUDA)")
-    out = varlen_attn(
-        query[0].transpose(0, 1),  # [tokens, heads, dim]
-        key[0].transpose(0, 1),
-        value[0].transpose(0, 1),
-        cu,
-        cu,
-        longest,
-        longest,
-        scale=scaling,
-        window_size=window,
-        enable_gqa=query.shape[1] != key.shape[1],
-    )
+    out = varlen_attn(q, k, v, cu, cu, longest, longest, scale=scaling, window_size=window, **gqa)
     return out[None], None
+
+
+@functools.lru_cache(maxsize=1)
+def _takes_enable_gqa(function: Any) -> bool:
+    """Whether this torch's ``varlen_attn`` shares key/value heads itself (2.13 does, 2.11 does not)."""
+    import inspect
+
+    return "enable_gqa" in inspect.signature(function).parameters
 
 
 def no_mask_when_unpadded(*args: Any, **kwargs: Any) -> Any:
