@@ -45,6 +45,7 @@ from finetuning.data.readers import content_files
 from finetuning.data.rows import read_rows
 from finetuning.data.text import chunk_split, encode_text_chunk
 from finetuning.data.unpaired import UnpairedStore, encode_unpaired_chunk
+from finetuning.data.vision import encoder_for
 from finetuning.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -135,8 +136,10 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return h.hexdigest()
 
 
-def cache_key(paths: list[Path], tokenizer: Any, settings: EncodeSettings, method: str) -> str:
-    """The cache key of the encoded rows of ``paths``."""
+def cache_key(
+    paths: list[Path], tokenizer: Any, settings: EncodeSettings, method: str, extra: str = ""
+) -> str:
+    """The cache key of the encoded rows of ``paths`` (``extra``: the images and processor)."""
     parts = {
         "format": CACHE_FORMAT,
         "engine": __version__,
@@ -145,6 +148,8 @@ def cache_key(paths: list[Path], tokenizer: Any, settings: EncodeSettings, metho
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "settings": {**asdict(settings), "template": settings.template.value},
     }
+    if extra:
+        parts["images"] = extra
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -252,6 +257,7 @@ def prepare_data(
     method: str = "sft",
     num_workers: int | None = None,
     use_cache: bool = True,
+    processor: Any = None,
 ) -> PreparedData:
     """Read, mix, encode and split the data of a config.
 
@@ -262,6 +268,7 @@ def prepare_data(
         method: The method (``config.methods.METHODS``), which decides the row shape.
         num_workers: Preprocessing processes (default: up to 4, bounded by the CPU count).
         use_cache: Read and write the on-disk cache.
+        processor: A vision-language model's processor (image rows are encoded with it).
 
     Raises:
         UserError: Missing or malformed files, bad mix weights or split ratio.
@@ -293,12 +300,15 @@ def prepare_data(
         "unpaired": (UnpairedStore, encode_unpaired_chunk),
         "text": (TokenStore, encode_text_chunk),
     }[rows_of(method)]
+    encoder, extra = tokenizer, ""
+    if vision := encoder_for(all_rows, method, settings, processor):
+        store_cls, encode, encoder, extra = vision
     if use_cache:
-        folder = cache_root() / cache_key(paths, tokenizer, settings, method)
+        folder = cache_root() / cache_key(paths, tokenizer, settings, method, extra)
         store = _load(store_cls, folder) if folder.exists() else None
         hit = store is not None
     if store is None:
-        store = encode_rows(all_rows, tokenizer, settings, num_workers=workers, encode=encode)
+        store = encode_rows(all_rows, encoder, settings, num_workers=workers, encode=encode)
         if folder is not None:
             _save_atomically(store, folder)
     logger.info(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from finetuning.config.methods import METHODS, rows_of
-from finetuning.data import readers, unpaired
+from finetuning.data import images, readers, unpaired
 from finetuning.data.messages import check_messages, check_tools, unknown_calls
 from finetuning.errors import Problem, UserError
 
@@ -65,7 +65,9 @@ def read_rows(path: str | Path, method: str, config_key: str) -> list[dict[str, 
     for where, record in located:
         if isinstance(record, Problem):
             problems.append(record)
-        elif message := _check_row(record, method):
+        elif (message := _check_row(record, method)) or (
+            message := images.attach(record, path.parent)
+        ):
             problems.append(Problem(message, where))
         else:
             record["_where"] = where  # names the row in later errors
