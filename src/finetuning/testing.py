@@ -550,6 +550,8 @@ def build_gemma3_model(
     tokenizer.add_special_tokens(
         {"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>", *GEMMA3_TOKENS.values()]}
     )
+    # As in instruction-tuned checkpoints, generation ends at the end of the model's turn.
+    tokenizer.eos_token = "<end_of_turn>"
     tokenizer.save_pretrained(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(out_dir, extra_special_tokens=GEMMA3_TOKENS)
     processor = Gemma3Processor(
@@ -573,7 +575,7 @@ def build_gemma3_model(
             "sliding_window": 64,
             "layer_types": ["sliding_attention", "full_attention"],
             "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": [tokenizer.eos_token_id, ids("<end_of_turn>")],
+            "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": None,
         },
         vision_config={
