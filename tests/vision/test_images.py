@@ -110,7 +110,7 @@ def test_text_only_parts_become_plain_strings(tmp_path):
         ),
         (
             _row({"type": "video", "video": "a.mp4"}),
-            "data.jsonl:2: messages[0].content[0] must be",
+            "data.jsonl:2: messages[0].content must be a string or a list of parts",
         ),
     ],
 )

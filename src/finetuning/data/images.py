@@ -77,8 +77,9 @@ def check_parts(content: list[Any], where: str) -> str:
         at = f"{where}.content[{i}]"
         if not isinstance(part, dict) or part.get("type") not in PART_TYPES:
             return (
-                f'{at} must be {{"type": "text", "text": ...}} or {{"type": "image", '
-                f'"image": PATH}}, got {str(part)[:60]}'
+                f'{where}.content must be a string or a list of parts ({{"type": "text", '
+                f'"text": ...}}, {{"type": "image", "image": PATH}}); content[{i}] is '
+                f"{str(part)[:60]}"
             )
         if part["type"] == "text" and not isinstance(part.get("text"), str):
             return f"{at}.text must be a string"
