@@ -8,9 +8,13 @@ tokenizer (its tokenizer encodes the text; its image processor the images).
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 from finetuning.errors import UserError
+
+#: Files a saved processor writes (one of them, by transformers version).
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
 @functools.lru_cache(maxsize=16)
@@ -28,6 +32,16 @@ def _model_type(source: str, trust_remote_code: bool) -> tuple[str, bool]:
         and getattr(config, "vision_config", None) is not None
     )
     return config.model_type, vision
+
+
+def is_vision_source(source: str, trust_remote_code: bool = False) -> bool:
+    """Whether the model at ``source`` (a folder or Hub id) is a vision-language model."""
+    return _model_type(str(source), trust_remote_code)[1]
+
+
+def has_processor(folder: str | Path) -> bool:
+    """Whether a saved folder holds a processor (an image processor beside the tokenizer)."""
+    return any((Path(folder) / name).is_file() for name in PROCESSOR_FILES)
 
 
 def is_vision_model(config: Any) -> bool:
