@@ -599,6 +599,75 @@ def build_gemma3_model(
     return out_dir
 
 
+#: A LLaVA 1.5 style chat template (``USER: <image>\n... ASSISTANT: ...</s>``), written out here.
+LLAVA_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'].upper() + ': ' }}"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for part in m['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<image>\n' }}{% else %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
+    "{{ '\n' }}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT: ' }}{% endif %}"
+)
+
+
+def build_llava_model(out_dir: str | Path, image_size: int = 32, seed: int = 0) -> Path:
+    """Build a tiny random LLaVA (CLIP vision tower, Llama decoder) with its processor.
+
+    The processor is ``LlavaProcessor`` with CLIP's Pillow image processor (no torchvision);
+    each image expands to one ``<image>`` token per patch (16 for the default 32 px, patch 8).
+    """
+    import torch
+    from transformers import AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers.models.llava import LlavaProcessor
+
+    out_dir = Path(out_dir)
+    tokenizer = build_tokenizer(out_dir, chat_template=False)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tokenizer.save_pretrained(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(out_dir)
+    size = {"height": image_size, "width": image_size}
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size=size),
+        tokenizer=tokenizer,
+        chat_template=LLAVA_CHAT_TEMPLATE,
+        patch_size=image_size // 4,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's class token, dropped by the "default" strategy
+    )
+    processor.save_pretrained(out_dir)
+    config = LlavaConfig(
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        },
+        vision_config={
+            "model_type": "clip_vision_model",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": image_size // 4,
+            "projection_dim": 32,
+        },
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = None
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
 #: The colors of :func:`synthetic_image_chats` and their RGB values.
 IMAGE_COLORS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
 

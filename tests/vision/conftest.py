@@ -26,3 +26,10 @@ def trl_image_data(tmp_path_factory) -> Path:
     """The same kind of rows in TRL's convention: an ``images`` column and placeholders."""
     folder = tmp_path_factory.mktemp("trl-image-data")
     return write_jsonl(folder / "train.jsonl", synthetic_image_chats(24, folder, "trl", seed=1))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory) -> Path:
+    from finetuning.testing import build_llava_model
+
+    return build_llava_model(tmp_path_factory.mktemp("models") / "llava")

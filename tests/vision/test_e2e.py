@@ -17,14 +17,17 @@ from tests.helpers import minimal_sft, sigterm_at_step, summary, write_config
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.parametrize("family", ["gemma3", pytest.param("llava", marks=pytest.mark.full)])
 def test_lora_on_image_rows_resumes_and_generates_from_an_image(
-    tmp_path, monkeypatch, tiny_gemma3, image_data, trl_image_data
+    tmp_path, monkeypatch, request, family, image_data, trl_image_data
 ):
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    model_dir = request.getfixturevalue(f"tiny_{family}")
+
     out = tmp_path / "out"
-    config = minimal_sft(tiny_gemma3, image_data)
+    config = minimal_sft(model_dir, image_data)
     config["data_conf"]["training_data"]["datasets"] = [
         {"path": str(image_data)},  # {"type": "image", "image": PATH} parts
         {"path": str(trl_image_data)},  # TRL's images column with placeholders
@@ -52,7 +55,7 @@ def test_lora_on_image_rows_resumes_and_generates_from_an_image(
     adapter = json.loads((final / "adapter_config.json").read_text())
     assert "vision_tower" in adapter["target_modules"]  # excluded by the default's regex
     processor = AutoProcessor.from_pretrained(final)
-    base = AutoModelForImageTextToText.from_pretrained(tiny_gemma3)
+    base = AutoModelForImageTextToText.from_pretrained(model_dir)
     model = PeftModel.from_pretrained(base, final).eval()
     lora = [n for n, _ in model.named_parameters() if "lora_" in n]
     assert lora and not any("vision_tower" in n or "projector" in n for n in lora)
@@ -62,7 +65,11 @@ def test_lora_on_image_rows_resumes_and_generates_from_an_image(
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     image = Image.new("RGB", (40, 40), IMAGE_COLORS["red"])
     inputs = processor(text=[text], images=[[image]], return_tensors="pt", add_special_tokens=False)
-    assert int(inputs["token_type_ids"].sum()) == 4
+    if family == "gemma3":  # the processor marks its image tokens, as training did
+        assert int(inputs["token_type_ids"].sum()) == 4
+    else:  # LLaVA: one <image> per patch
+        image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+        assert int((inputs["input_ids"] == image_id).sum()) == 16
     with torch.no_grad():
         generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert generated.shape[1] > inputs["input_ids"].shape[1]

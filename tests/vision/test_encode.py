@@ -130,3 +130,27 @@ def test_batches_carry_token_types_and_pixel_values(tmp_path, processor):
     image_id = processor.tokenizer.convert_tokens_to_ids("<image_soft_token>")
     assert torch.equal(batch["token_type_ids"].bool(), batch["input_ids"] == image_id)
     assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()
+
+
+@pytest.fixture(scope="module")
+def llava_processor(tiny_llava):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_llava)
+
+
+def test_llava_masks_and_image_tokens(tmp_path, llava_processor):
+    """A second family: LLaVA's processor repeats <image> once per patch, no token types."""
+    rows = _rows(tmp_path, 4)
+    store = encode_vision_chunk(rows, llava_processor, _settings())
+    tok = llava_processor.tokenizer
+    image_id = tok.convert_tokens_to_ids("<image>")
+    for i, row in enumerate(rows):
+        ids, labels = store.row(i)
+        trained = tok.decode(ids[labels != IGNORE].tolist())
+        # " green" is one token: it starts in the generation prompt's space, so it is trained
+        assert trained == f" {row['messages'][-1]['content']}</s>\n"
+        owner = store.image_of(i)
+        assert ((ids == image_id) <= (owner > 0)).all() and (ids == image_id).sum() == 16
+        assert (labels[owner > 0] == IGNORE).all() and not store.types(i).any()
+    assert token_type_key(llava_processor) is None
