@@ -353,8 +353,8 @@ def encoder_for(
     if rows_of(method) != "chat":
         if with_images:
             raise UserError(
-                f"{first}: image rows are supported for sft (and dpo, see docs/vision.md), not "
-                f"for {method}"
+                f"{first}: image rows are supported for sft only, not yet for {method} (see "
+                "docs/vision.md)"
             )
         return None
     return VisionStore, encode_vision_chunk, processor, cache_extra(rows, processor)
