@@ -11,6 +11,7 @@ import torch
 from finetuning.config.data import ChatTemplateName
 from finetuning.data.encode import IGNORE, TOO_LONG, TRUNCATED, EncodeSettings
 from finetuning.data.images import ROW_KEY, attach
+from finetuning.data.prepare import EncodedSplit
 from finetuning.data.vision import encode_vision_chunk
 from finetuning.data.vision_batches import VisionCollator, VisionDataset, token_type_key
 from finetuning.errors import UserError
@@ -113,8 +114,6 @@ def test_images_in_an_assistant_turn_are_refused(tmp_path, processor):
 
 
 def test_batches_carry_token_types_and_pixel_values(tmp_path, processor):
-    from finetuning.data.prepare import EncodedSplit
-
     rows = _rows(tmp_path, 3)
     rows.append(
         {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
@@ -154,3 +153,32 @@ def test_llava_masks_and_image_tokens(tmp_path, llava_processor):
         assert ((ids == image_id) <= (owner > 0)).all() and (ids == image_id).sum() == 16
         assert (labels[owner > 0] == IGNORE).all() and not store.types(i).any()
     assert token_type_key(llava_processor) is None
+
+
+def test_two_images_in_one_row_keep_their_order(tmp_path, processor):
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(tmp_path / "a.png")
+    Image.new("RGB", (64, 24), (0, 0, 255)).save(tmp_path / "b.png")
+    row = {
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "image", "image": "a.png"}, {"type": "text", "text": "and"},
+                {"type": "image", "image": "b.png"}, {"type": "text", "text": "?"}]},
+            {"role": "assistant", "content": "two."},
+        ],
+        "_where": "d.jsonl:1",
+    }  # fmt: skip
+    assert attach(row, tmp_path) == ""
+    store = encode_vision_chunk([row], processor, _settings())
+    ids, labels = store.row(0)
+    owner = store.image_of(0)
+    assert [k for k in dict.fromkeys(owner.tolist()) if k] == [1, 2]
+    between = processor.tokenizer.decode(ids[(owner == 0) & (np.arange(len(ids)) > 0)].tolist())
+    assert "and" in between and store.images[0] == 2
+    dataset = VisionDataset(EncodedSplit(store, np.arange(1)), [row], processor, "token_type_ids")
+    item = dataset[0]
+    assert item["pixel_values"].shape == (2, 3, 32, 32)
+    red, blue = item["pixel_values"][0], item["pixel_values"][1]
+    assert red[0].mean() > red[2].mean() and blue[2].mean() > blue[0].mean()  # in row order
+    assert processor.tokenizer.decode(ids[labels != IGNORE].tolist()) == "two.<end_of_turn>\n"

@@ -122,3 +122,27 @@ def test_bad_images_are_located_errors(tmp_path, row, expected):
     with pytest.raises(UserError) as caught:
         read_rows(path, "sft", "k")
     assert expected in str(caught.value).replace(f"{tmp_path}/", "")
+
+
+def test_the_datasets_image_feature_loads_from_save_to_disk(tmp_path):
+    import datasets
+
+    image = tmp_path / "c.png"
+    image.write_bytes(_png((9, 5)))
+    features = datasets.Features(
+        {
+            "messages": [{"role": datasets.Value("string"), "content": [
+                {"type": datasets.Value("string"), "text": datasets.Value("string")}]}],
+            "images": datasets.Sequence(datasets.Image()),
+        }
+    )  # fmt: skip
+    row = {
+        "messages": [
+            {"role": "user", "content": [{"type": "image", "text": None}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "red."}]},
+        ],
+        "images": [str(image)],
+    }
+    datasets.Dataset.from_list([row], features=features).save_to_disk(tmp_path / "saved")
+    read = read_rows(tmp_path / "saved", "sft", "k")
+    assert (read[0][ROW_KEY][0].width, read[0][ROW_KEY][0].height) == (9, 5)
