@@ -350,10 +350,18 @@ def encoder_for(
                 "own chat template)"
             )
         return None
+    if method == "dpo":  # the prompt's images, as for SFT; completions are text
+        from finetuning.data.vision_preference import (
+            VisionPreferenceStore,
+            encode_vision_preference_chunk,
+        )
+
+        extra = cache_extra(rows, processor)
+        return VisionPreferenceStore, encode_vision_preference_chunk, processor, extra
     if rows_of(method) != "chat":
         if with_images:
             raise UserError(
-                f"{first}: image rows are supported for sft only, not yet for {method} (see "
+                f"{first}: image rows are supported for sft and dpo, not yet for {method} (see "
                 "docs/vision.md)"
             )
         return None
