@@ -100,5 +100,5 @@ def test_images_in_a_completion_are_refused(tmp_path, processor):
     row["chosen_messages"][0]["content"] = [{"type": "image"}, {"type": "text", "text": "x"}]
     row["_where"] = "p.jsonl:1"
     settings = EncodeSettings(ChatTemplateName.KEEP_ORIGINAL, 256)
-    with pytest.raises(UserError, match="p.jsonl:1: `chosen_messages` has an image"):
+    with pytest.raises(UserError, match=r"p\.jsonl:1: `chosen_messages` has an image"):
         encode_vision_preference_chunk([row], processor, settings)
