@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -69,3 +70,18 @@ def test_changed_image_bytes_miss_the_cache(tmp_path, tiny_gemma3, image_data):
     image = next((folder / "images").iterdir())
     Image.new("RGB", Image.open(image).size, (1, 2, 3)).save(image)  # same path, new bytes
     assert cache() == "miss"
+
+
+def test_rows_dropped_for_length_are_counted_with_their_images(tmp_path, tiny_gemma3, image_data):
+    rows = [json.loads(line) for line in image_data.read_text().splitlines()]
+    for row in rows[:5]:  # five rows made too long by their question
+        row["messages"][-2]["content"][1]["text"] = "what color is this? " * 20
+    data = image_data.parent / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = _config(tiny_gemma3, data)
+    config["sft_args"]["max_seq_length"] = 60
+    result = run_main("validate", write_config(tmp_path / "c.yaml", config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stderr + result.stdout
+    assert "rows dropped for length: 5, 5 of them with images (5 images)" in out
+    assert "images: 19 in 19 of 19 training rows" in out
