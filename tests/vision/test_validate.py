@@ -85,3 +85,14 @@ def test_rows_dropped_for_length_are_counted_with_their_images(tmp_path, tiny_ge
     out = result.stderr + result.stdout
     assert "rows dropped for length: 5, 5 of them with images (5 images)" in out
     assert "images: 19 in 19 of 19 training rows" in out
+
+
+def test_processor_args_set_the_image_size(tmp_path, tiny_gemma3, image_data):
+    config = _config(tiny_gemma3, image_data)
+    config["run_conf"]["processor_args"] = {"size": {"height": 16, "width": 16}}
+    path = write_config(tmp_path / "c.yaml", config)
+    result = run_main("validate", path, "--show-example", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stderr + result.stdout
+    assert "resized to 16x16 by Gemma3ImageProcessorPil" in out
+    assert "⟨image 1: 16x16, 10 tokens⟩" in out

@@ -145,7 +145,7 @@ def _check_assistant_images(row: dict[str, Any]) -> None:
             )
 
 
-class _Expander:
+class Expander:
     """The text each image's placeholder expands to, asked of the processor once per image size."""
 
     def __init__(self, processor: Any, placeholder: str):
@@ -163,7 +163,7 @@ class _Expander:
         return self.cache[image.size]
 
 
-def _expanded(
+def expand_images(
     text: str, placeholder: str, expansions: list[str], spans: tuple
 ) -> tuple[str, list[tuple[int, int]], list[tuple[int, int]]]:
     """(expanded text, assistant spans in it, image spans in it)."""
@@ -208,7 +208,7 @@ def encode_vision_chunk(
 
     tokenizer = processor.tokenizer
     placeholder = image_placeholder(processor)
-    expand = _Expander(processor, placeholder)
+    expand = Expander(processor, placeholder)
     prefix = special_prefix(tokenizer)
     arrays: dict[str, list] = {n: [] for n in ARRAYS if n != "offsets"}
     for row in rows:
@@ -234,7 +234,7 @@ def encode_vision_chunk(
                 "in the rendered text (does the template render image parts in every role?)"
             )
         images = [r.open() for r in refs]
-        full, spans, image_spans = _expanded(
+        full, spans, image_spans = expand_images(
             text, placeholder, [expand(im) for im in images], rendered.spans
         )
         encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)

@@ -30,8 +30,8 @@ from finetuning.data.preference import PARTS, PreferenceStore, _store
 from finetuning.data.templates import render
 from finetuning.data.vision import (
     TOKEN_TYPE_KEYS,
-    _expanded,
-    _Expander,
+    Expander,
+    expand_images,
     image_placeholder,
     template_messages,
 )
@@ -104,7 +104,7 @@ def encode_vision_preference_chunk(
     (a prompt is never cut: a cut could go through an image); completions are cut to fit."""
     tokenizer = processor.tokenizer
     placeholder = image_placeholder(processor)
-    expand = _Expander(processor, placeholder)
+    expand = Expander(processor, placeholder)
     prefix = np.asarray(special_prefix(tokenizer), np.int64)
     seqs: dict[str, list[np.ndarray]] = {part: [] for part in PARTS}
     types_out, images_out, status, full_lengths = [], [], [], []
@@ -129,7 +129,7 @@ def encode_vision_preference_chunk(
                 f"for the prompt's {len(refs)} images"
             )
         images = [r.open() for r in refs]
-        expanded, _, _ = _expanded(text, placeholder, [expand(im) for im in images], ())
+        expanded, _, _ = expand_images(text, placeholder, [expand(im) for im in images], ())
         prompt_ids = _ids(tokenizer, expanded)
         types = np.zeros(len(prompt_ids), np.int8)
         if images:
