@@ -96,3 +96,20 @@ def test_processor_args_set_the_image_size(tmp_path, tiny_gemma3, image_data):
     out = result.stderr + result.stdout
     assert "resized to 16x16 by Gemma3ImageProcessorPil" in out
     assert "⟨image 1: 16x16, 10 tokens⟩" in out
+
+
+def test_image_rows_for_a_method_without_image_support_are_refused(tmp_path, tiny_gemma3):
+    from finetuning.testing import synthetic_image_chats, write_jsonl
+
+    rows = []
+    for row in synthetic_image_chats(4, tmp_path):
+        *prompt, answer = row["messages"]
+        rows.append({"prompt_messages": prompt, "completion_messages": [answer], "label": True})
+    config = _config(tiny_gemma3, write_jsonl(tmp_path / "kto.jsonl", rows))
+    config.pop("sft_args")
+    config["method"] = "kto"
+    result = run_main("validate", write_config(tmp_path / "c.yaml", config))
+    assert result.returncode == 2
+    assert "kto.jsonl:1: image rows are supported for sft and dpo, not yet for kto" in (
+        result.stderr
+    )

@@ -24,7 +24,13 @@ from typing import Any
 
 from finetuning.errors import UserError
 
-MESSAGE_KEYS = ("messages", "prompt_messages", "chosen_messages", "rejected_messages")
+MESSAGE_KEYS = (
+    "messages",
+    "prompt_messages",
+    "chosen_messages",
+    "rejected_messages",
+    "completion_messages",  # KTO
+)
 PART_TYPES = ("text", "image")
 #: Where the resolved images of a row are kept (a list of :class:`ImageRef`, in order).
 ROW_KEY = "_images"
