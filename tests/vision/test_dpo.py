@@ -87,6 +87,7 @@ def test_dpo_trains_on_image_rows(tmp_path, tiny_gemma3):
     }  # fmt: skip
     result = run_main("dpo", write_config(tmp_path / "c.yaml", config))
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "images: 8 in 8 of 8 training rows" in (out / "data_preflight.txt").read_text()
     assert summary(out)["steps"] == 2
     assert (out / "checkpoint-final" / "processor_config.json").is_file()
     logged = json.loads((out / "run_summary.json").read_text())

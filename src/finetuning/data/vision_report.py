@@ -26,11 +26,9 @@ def resized_size(processor: Any, image: Any) -> tuple[int, int]:
 
 def vision_lines(config: Any, data: Any, report: Any) -> None:
     """Images per row, image-token share, the largest image after resizing, rows dropped."""
-    from finetuning.data.vision import VisionStore
-
     store = data.train.store
     processor = report.setup.processor
-    if processor is None or not isinstance(store, VisionStore):
+    if processor is None or not hasattr(store, "images"):  # SFT and DPO image stores
         return
     lines = report.lines
     images = np.asarray(store.images)
@@ -43,10 +41,11 @@ def vision_lines(config: Any, data: Any, report: Any) -> None:
             f"(per row: min {int(per_row.min())}, median {int(np.median(per_row))}, max "
             f"{int(per_row.max())})"
         )
-    tokens = int(np.asarray(store.image_tokens)[train].sum())
-    total = int(data.train.lengths().sum())
-    share = tokens / total if total else 0.0
-    lines.append(f"image tokens: {tokens} of {total} tokens ({share:.1%}), never trained")
+    if hasattr(store, "image_tokens"):
+        tokens = int(np.asarray(store.image_tokens)[train].sum())
+        total = int(data.train.lengths().sum())
+        share = tokens / total if total else 0.0
+        lines.append(f"image tokens: {tokens} of {total} tokens ({share:.1%}), never trained")
     refs = [ref for row in data.rows for ref in row.get(ROW_KEY) or []]
     if refs:
         largest = max(refs, key=lambda r: r.width * r.height)
