@@ -146,3 +146,13 @@ def test_the_datasets_image_feature_loads_from_save_to_disk(tmp_path):
     datasets.Dataset.from_list([row], features=features).save_to_disk(tmp_path / "saved")
     read = read_rows(tmp_path / "saved", "sft", "k")
     assert (read[0][ROW_KEY][0].width, read[0][ROW_KEY][0].height) == (9, 5)
+
+
+def test_without_pillow_the_error_names_the_vision_extra(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "a.png").write_bytes(_png())
+    path = _write(tmp_path / "data.jsonl", [_row({"type": "image", "image": "a.png"})])
+    monkeypatch.setitem(sys.modules, "PIL", None)  # `from PIL import Image` raises ImportError
+    with pytest.raises(UserError, match=r"pip install 'finetuning\[vision\]'"):
+        read_rows(path, "sft", "k")
