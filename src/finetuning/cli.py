@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--tools", default=None, help="JSON file of function schemas the model may call")
+    p.add_argument("--image", default=None, help="vision-language models: an image to chat about")
 
     from finetuning.tools import eval as eval_tool
 

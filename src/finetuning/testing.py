@@ -495,3 +495,220 @@ def synthetic_documents(n: int, seed: int = 0, long_share: float = 0.25) -> list
             )
         rows.append({"text": " ".join(sentences)})
     return rows
+
+
+#: A Gemma 3 style chat template written out here (never downloaded): BOS, turns between
+#: ``<start_of_turn>`` and ``<end_of_turn>``, the assistant's role written ``model``, the system
+#: turn folded into the first user turn, and ``<start_of_image>`` for each image part.
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{%- set c = messages[0]['content'] -%}"
+    "{%- set first = c if c is string else (c | selectattr('type', 'equalto', 'text') "
+    "| map(attribute='text') | join('')) -%}"
+    "{%- set prefix = first + '\\n\\n' -%}{%- set turns = messages[1:] -%}"
+    "{%- else -%}{%- set prefix = '' -%}{%- set turns = messages -%}{%- endif -%}"
+    "{%- for m in turns -%}"
+    "{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else m['role']) + '\\n' }}"
+    "{%- if loop.first -%}{{ prefix }}{%- endif -%}"
+    "{%- if m['content'] is string -%}{{ m['content'] | trim }}"
+    "{%- else -%}{%- for part in m['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{ '<start_of_image>' }}"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] | trim }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}{{ '<end_of_turn>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
+)
+GEMMA3_TOKENS = {
+    "boi_token": "<start_of_image>",
+    "eoi_token": "<end_of_image>",
+    "image_token": "<image_soft_token>",
+}
+
+
+def build_gemma3_model(
+    out_dir: str | Path, image_size: int = 32, tokens_per_image: int = 4, seed: int = 0
+) -> Path:
+    """Build a tiny random Gemma 3 vision-language model with its processor in ``out_dir``.
+
+    The processor is Gemma 3's own (``Gemma3Processor`` with the Pillow image processor, so no
+    torchvision is needed), over the tiny BPE tokenizer with Gemma 3's turn and image tokens.
+
+    Args:
+        out_dir: Folder to write (config, weights, tokenizer, processor, chat template).
+        image_size: The vision tower's input size (images are resized to it).
+        tokens_per_image: Image tokens each image expands to (a square number).
+        seed: Seed of the random initialisation.
+    """
+    import torch
+    from transformers import AutoTokenizer, Gemma3Config, Gemma3ForConditionalGeneration
+    from transformers.models.gemma3 import Gemma3Processor
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    out_dir = Path(out_dir)
+    tokenizer = build_tokenizer(out_dir, chat_template=False)
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>", *GEMMA3_TOKENS.values()]}
+    )
+    # As in instruction-tuned checkpoints, generation ends at the end of the model's turn.
+    tokenizer.eos_token = "<end_of_turn>"
+    tokenizer.save_pretrained(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(out_dir, extra_special_tokens=GEMMA3_TOKENS)
+    processor = Gemma3Processor(
+        image_processor=Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size}),
+        tokenizer=tokenizer,
+        chat_template=GEMMA3_CHAT_TEMPLATE,
+        image_seq_length=tokens_per_image,
+    )
+    processor.save_pretrained(out_dir)
+    ids = tokenizer.convert_tokens_to_ids
+    config = Gemma3Config(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "max_position_embeddings": 4096,
+            "sliding_window": 64,
+            "layer_types": ["sliding_attention", "full_attention"],
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": None,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": image_size // 4,
+        },
+        mm_tokens_per_image=tokens_per_image,
+        boi_token_index=ids("<start_of_image>"),
+        eoi_token_index=ids("<end_of_image>"),
+        image_token_index=ids("<image_soft_token>"),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config)
+    model.generation_config.pad_token_id = None
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+#: A LLaVA 1.5 style chat template (``USER: <image>\n... ASSISTANT: ...</s>``), written out here.
+LLAVA_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'].upper() + ': ' }}"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for part in m['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<image>\n' }}{% else %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
+    "{{ '\n' }}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT: ' }}{% endif %}"
+)
+
+
+def build_llava_model(out_dir: str | Path, image_size: int = 32, seed: int = 0) -> Path:
+    """Build a tiny random LLaVA (CLIP vision tower, Llama decoder) with its processor.
+
+    The processor is ``LlavaProcessor`` with CLIP's Pillow image processor (no torchvision);
+    each image expands to one ``<image>`` token per patch (16 for the default 32 px, patch 8).
+    """
+    import torch
+    from transformers import AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers.models.llava import LlavaProcessor
+
+    out_dir = Path(out_dir)
+    tokenizer = build_tokenizer(out_dir, chat_template=False)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tokenizer.save_pretrained(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(out_dir)
+    size = {"height": image_size, "width": image_size}
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size=size),
+        tokenizer=tokenizer,
+        chat_template=LLAVA_CHAT_TEMPLATE,
+        patch_size=image_size // 4,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's class token, dropped by the "default" strategy
+    )
+    processor.save_pretrained(out_dir)
+    config = LlavaConfig(
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        },
+        vision_config={
+            "model_type": "clip_vision_model",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": image_size // 4,
+            "projection_dim": 32,
+        },
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = None
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+#: The colors of :func:`synthetic_image_chats` and their RGB values.
+IMAGE_COLORS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
+
+
+def synthetic_image_chats(
+    n: int, folder: str | Path, convention: str = "parts", seed: int = 0
+) -> list[dict[str, Any]]:
+    """Learnable image chats: the answer names the color of a plain image (needs Pillow).
+
+    Args:
+        n: Rows.
+        folder: Where the images go (``images/red.png`` ...); paths in the rows are relative
+            to it, so write the data file there.
+        convention: "parts" (``{"type": "image", "image": PATH}``) or "trl" (an ``images``
+            column with ``{"type": "image"}`` placeholders).
+        seed: Seed of the choice of colors and sizes.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        color = rng.choice(sorted(IMAGE_COLORS))
+        size = (rng.choice([24, 40, 64]), rng.choice([24, 40, 64]))
+        name = f"images/{color}-{size[0]}x{size[1]}.png"
+        if not (folder / name).exists():
+            Image.new("RGB", size, IMAGE_COLORS[color]).save(folder / name)
+        image: dict[str, Any] = {"type": "image"}
+        if convention == "parts":
+            image["image"] = name
+        messages = []
+        if i % 3 == 0:
+            messages.append({"role": "system", "content": "answer with one word."})
+        messages += [
+            {"role": "user", "content": [image, {"type": "text", "text": "what color is this?"}]},
+            {"role": "assistant", "content": f"{color}."},
+        ]
+        row: dict[str, Any] = {"messages": messages}
+        if convention == "trl":
+            row["images"] = [name]
+        rows.append(row)
+    return rows

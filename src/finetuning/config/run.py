@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from finetuning.config.paths import FolderName
 from finetuning.config.strict import StrictModel
@@ -92,6 +92,13 @@ class RunConfig(StrictModel):
     """Tokenizer path or Hub id; None uses the model's own."""
     use_fast_tokenizer: bool = True
     """Use the fast (Rust) tokenizer."""
+    processor_args: dict[str, Any] = Field(default_factory=dict)
+    """Vision-language models: arguments for ``AutoProcessor.from_pretrained``, e.g. the image
+    processor's size settings (``{size: {height: 448, width: 448}}``, or ``min_pixels`` /
+    ``max_pixels`` for families that resize by pixel count). See docs/vision.md."""
+    train_vision_tower: bool = False
+    """Vision-language models: also train the vision tower and its projector (frozen by
+    default; with an adapter, LoRA then targets their linear layers too)."""
     resume_from_checkpoint: bool | str = False
     """false: start fresh; true: the latest checkpoint (error if none); "auto": the latest
     checkpoint-N in output_dir if any, else fresh; any other string: that checkpoint path."""

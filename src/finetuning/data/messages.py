@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from finetuning.data.images import check_parts
+
 #: Message keys that make a row a tool or reasoning row (templates without support refuse them).
 TOOL_KEYS = ("tool_calls", "reasoning_content")
 
@@ -107,7 +109,10 @@ def _check_message(message: Any, where: str, previous: dict[str, Any] | None) ->
     if not calls or _present(message, "content"):
         if "content" not in message or (message["content"] is None and not calls):
             return f"{where} has no `content`"
-        if not isinstance(message["content"], str):
+        if isinstance(message["content"], list):  # content parts: text and images
+            if problem := check_parts(message["content"], where):
+                return problem
+        elif not isinstance(message["content"], str):
             return f"{where}.content must be a string, got {type(message['content']).__name__}"
     if _present(message, "reasoning_content"):
         if role != "assistant":

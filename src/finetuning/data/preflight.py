@@ -17,11 +17,13 @@ from finetuning.data.encode import IGNORE, UNRENDERED, WHOLE, EncodeSettings, To
 from finetuning.data.messages import is_agent_row
 from finetuning.data.preference import PreferenceStore
 from finetuning.data.prepare import EncodedSplit, PreparedData, prepare_data
+from finetuning.data.processor import is_vision_model, load_processor
 from finetuning.data.prompts import RESERVED_KEYS
 from finetuning.data.sources import format_mixture
 from finetuning.data.templates import end_marker
 from finetuning.data.tokenizer import TokenizerSetup, load_tokenizer, setup_tokenizer
 from finetuning.data.unpaired import FROM_PAIR, balance_lines, desirable_counts
+from finetuning.data.vision_report import marked_example, vision_lines
 
 
 def encode_settings(config: ExperimentConfig) -> EncodeSettings:
@@ -107,6 +109,9 @@ class PreflightReport:
         if not 0 <= n < len(split):
             return f"there is no training example {n} (0..{len(split) - 1})"
         ids, labels = next(_labelled(EncodedSplit(split.store, split.indices[n : n + 1]), 1))
+        if self.setup.processor is not None and hasattr(split.store, "image_of"):  # image rows
+            marked = marked_example(split.store, int(split.indices[n]), self.data.rows, self.setup)
+            return f"example {n} (trained tokens between ⟦ ⟧, images as ⟨ ⟩):\n{marked}"
         text = f"example {n} (trained tokens between ⟦ ⟧):\n" + self._marked(ids, labels)
         if isinstance(split.store, PreferenceStore):
             rejected = split.store.rejected.row(int(split.indices[n]))[0]
@@ -370,9 +375,19 @@ def preflight(
             main process fills the cache first and the others reuse it).
     """
     config = loaded.config
-    setup = setup_tokenizer(config, load_tokenizer(config))
+    processor = load_processor(config) if is_vision_model(config) else None
+    tokenizer = processor.tokenizer if processor is not None else load_tokenizer(config)
+    setup = setup_tokenizer(config, tokenizer)
+    setup.processor = processor
     with main_process_first():
         data = prepare_data(
-            config.data_conf, setup.tokenizer, encode_settings(config), config.method, num_workers
+            config.data_conf,
+            setup.tokenizer,
+            encode_settings(config),
+            config.method,
+            num_workers,
+            processor=processor,
         )
-    return build_report(config, setup, data)
+    report = build_report(config, setup, data)
+    vision_lines(config, data, report)
+    return report

@@ -45,6 +45,7 @@ from finetuning.data.readers import content_files
 from finetuning.data.rows import read_dataset
 from finetuning.data.text import chunk_split, encode_text_chunk
 from finetuning.data.unpaired import UnpairedStore, encode_unpaired_chunk
+from finetuning.data.vision import encoder_for
 from finetuning.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def cache_key(
     settings: EncodeSettings,
     method: str,
     reading: list[Any] | None = None,
+    extra: str = "",
 ) -> str:
     """The cache key of the encoded rows of ``paths``.
 
@@ -160,6 +162,7 @@ def cache_key(
         settings: The encode settings.
         method: The method.
         reading: How each dataset's rows were read (format, columns), when not the default.
+        extra: Vision rows: the digest of their images and the processor (``data/vision.py``).
     """
     parts = {
         "format": CACHE_FORMAT,
@@ -170,6 +173,8 @@ def cache_key(
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "settings": {**asdict(settings), "template": settings.template.value},
     }
+    if extra:
+        parts["images"] = extra
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -277,6 +282,7 @@ def prepare_data(
     method: str = "sft",
     num_workers: int | None = None,
     use_cache: bool = True,
+    processor: Any = None,
 ) -> PreparedData:
     """Read, mix, encode and split the data of a config.
 
@@ -287,6 +293,7 @@ def prepare_data(
         method: The method (``config.methods.METHODS``), which decides the row shape.
         num_workers: Preprocessing processes (default: up to 4, bounded by the CPU count).
         use_cache: Read and write the on-disk cache.
+        processor: A vision-language model's processor (image rows are encoded with it).
 
     Raises:
         UserError: Missing or malformed files, bad mix weights or split ratio.
@@ -321,12 +328,15 @@ def prepare_data(
         "unpaired": (UnpairedStore, encode_unpaired_chunk),
         "text": (TokenStore, encode_text_chunk),
     }[rows_of(method)]
+    encoder, extra = tokenizer, ""
+    if vision := encoder_for(all_rows, method, settings, processor):
+        store_cls, encode, encoder, extra = vision
     if use_cache:
-        folder = cache_root() / cache_key(paths, tokenizer, settings, method, reading)
+        folder = cache_root() / cache_key(paths, tokenizer, settings, method, reading, extra)
         store = _load(store_cls, folder) if folder.exists() else None
         hit = store is not None
     if store is None:
-        store = encode_rows(all_rows, tokenizer, settings, num_workers=workers, encode=encode)
+        store = encode_rows(all_rows, encoder, settings, num_workers=workers, encode=encode)
         if folder is not None:
             _save_atomically(store, folder)
     logger.info(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from finetuning.config.methods import METHODS, rows_of
-from finetuning.data import hub, readers, schemas, unpaired
+from finetuning.data import hub, images, readers, schemas, unpaired
 from finetuning.data.messages import check_messages, check_tools, unknown_calls
 from finetuning.errors import Problem, UserError
 
@@ -177,12 +177,15 @@ def _checked_rows(
 ) -> DatasetRows:
     columns = columns or {}
     fmt = forced or _detected(located, method, columns)
+    base = Path(name) if Path(name).is_dir() else Path(name).parent  # relative image paths
     problems: list[Problem] = []
     rows: list[dict[str, Any]] = []
     for where, record in located:
         if isinstance(record, Problem):
             problems.append(record)
-        elif (checked := _row_problem(record, method, fmt, columns))[1]:
+        elif (checked := _row_problem(record, method, fmt, columns))[1] or (
+            checked := (checked[0], images.attach(checked[0], base))  # images as the row is read
+        )[1]:
             problems.append(Problem(checked[1], where))
         else:
             record = checked[0]

@@ -24,12 +24,14 @@ class TokenizerSetup:
         added_tokens: Template tokens that were missing and got added (the model must grow).
         pad_note: How the pad token was chosen.
         convert_pad_to_eos: The collator turns input-side padding into EOS (unk-convert-to-eos).
+        processor: A vision-language model's processor (its tokenizer is ``tokenizer``), else None.
     """
 
     tokenizer: Any
     added_tokens: list[str] = field(default_factory=list)
     pad_note: str = ""
     convert_pad_to_eos: bool = False
+    processor: Any = None
 
 
 def load_tokenizer(config: ExperimentConfig) -> Any:
@@ -100,7 +102,9 @@ def _need(tokenizer: Any, attr: str, strategy: MissingPadTokenStrategy) -> None:
         )
 
 
-def save_for_inference(tokenizer: Any, template: ChatTemplateName, out_dir: str | Path) -> None:
+def save_for_inference(
+    tokenizer: Any, template: ChatTemplateName, out_dir: str | Path, processor: Any = None
+) -> None:
     """Save a copy of the tokenizer set up for inference, and the stop ids into the model files.
 
     BOS is added, EOS is not, EOS becomes the template's assistant end marker (so generation
@@ -108,6 +112,7 @@ def save_for_inference(tokenizer: Any, template: ChatTemplateName, out_dir: str 
     chat template (keep-original keeps the tokenizer's own). When ``out_dir`` holds a saved
     model, its ``config.json`` and ``generation_config.json`` get the same stop ids (the end
     marker and the tokenizer's own EOS) and the pad id, for tools that read those files.
+    A vision-language model's ``processor`` is saved too (image processor, chat template).
     """
     import copy
 
@@ -120,4 +125,6 @@ def save_for_inference(tokenizer: Any, template: ChatTemplateName, out_dir: str 
     inference.add_bos_token = True
     inference.add_eos_token = False
     inference.save_pretrained(out_dir)
+    if processor is not None:  # its own files beside the tokenizer's (AutoProcessor loads them)
+        processor.save_pretrained(out_dir)
     write_stop_ids(out_dir, *stop_ids(tokenizer, template))

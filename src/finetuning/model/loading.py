@@ -10,6 +10,7 @@ from typing import Any
 
 from finetuning.config.experiment import ExperimentConfig
 from finetuning.errors import UserError
+from finetuning.model.vision import freeze_vision, is_vision_language, lora_targets
 from finetuning.model.weights import check_weight_files
 
 logger = logging.getLogger(__name__)
@@ -98,11 +99,15 @@ def check_quantized_vocabulary(config: ExperimentConfig, tokenizer: Any) -> None
 
 
 def load_model(
-    config: ExperimentConfig, distributed: str | None = None, score_head: bool = False
+    config: ExperimentConfig,
+    distributed: str | None = None,
+    score_head: bool = False,
+    vision: bool = False,
 ) -> Any:
     """Load ``run_conf.model`` as a causal LM for training.
 
-    With ``score_head``, as ``AutoModelForSequenceClassification`` with one output (a reward
+    With ``vision``, as a vision-language model (``AutoModelForImageTextToText``), its vision
+    encoder and projector frozen unless ``run_conf.train_vision_tower``. With ``score_head``, as ``AutoModelForSequenceClassification`` with one output (a reward
     model): the causal LM's body with a new, randomly initialised ``score`` layer in place of
     its LM head.
     """
@@ -112,6 +117,10 @@ def load_model(
     kwargs = model_kwargs(config, distributed)
     check_weight_files(source, "run_conf.model")
     auto = AutoModelForCausalLM
+    if vision:
+        from transformers import AutoModelForImageTextToText
+
+        auto = AutoModelForImageTextToText
     if score_head:
         auto, kwargs = AutoModelForSequenceClassification, {**kwargs, "num_labels": 1}
     try:
@@ -134,6 +143,8 @@ def load_model(
             raise UserError(f"run_conf.model: model not found: {source!r}") from None
         raise UserError(f"run_conf.model: cannot load {source!r}: {text.splitlines()[0]}") from None
     model.config.use_cache = False
+    if vision:
+        freeze_vision(model, config.run_conf.train_vision_tower)
     if config.quant_conf.quantization_type != "no-quantization":
         kinds = sorted(
             {type(m).__name__ for m in model.modules() if type(m).__name__.startswith("Linear")}
@@ -216,6 +227,13 @@ def apply_adapter(config: ExperimentConfig, model: Any, resized: bool) -> Any:
                 f"peft_conf.name_or_path: cannot load the adapter {peft_conf.name_or_path!r}: {exc}"
             ) from None
     kwargs = dict(peft_conf.peft_kwargs)
+    if (
+        is_vision_language(model)
+        and peft_conf.peft_type == "LORA"
+        and "target_modules" not in kwargs
+    ):
+        # PEFT's defaults would also reach the vision encoder's attention (same layer names).
+        kwargs["target_modules"] = lora_targets(model, config.run_conf.train_vision_tower)
     if resized:
         extra = [
             n for n in _embedding_module_names(model) if n not in kwargs.get("target_modules", [])

@@ -18,6 +18,7 @@ from finetuning.data.encode import needs_special_prefix
 from finetuning.data.messages import check_messages, check_tools, tool_name
 from finetuning.data.rows import MAX_REPORTED, read_records
 from finetuning.errors import Problem, UserError
+from finetuning.tools import vision_generate
 from finetuning.tools.inference import load_for_inference
 from finetuning.tools.tool_calls import describe_calls, parse_answer, read_tools
 
@@ -409,6 +410,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("generate --model needs --input IN.jsonl and --output OUT.jsonl")
         _check_positive(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
         _check_outputs([args.input], args.output)
+        if source := vision_generate.processor_source(args):  # image parts in the rows
+            return vision_generate.generate_file(args, source)
         rows = _read_jsonl(args.input)  # all of it, checked, before the output is touched
         tools = read_tools(args.tools)
         model, tok = load_for_inference(args.model, args.adapter, args.tokenizer)
@@ -438,6 +441,11 @@ def run(args: argparse.Namespace) -> int:
 def run_chat(args: argparse.Namespace) -> int:
     _check_positive(max_new_tokens=args.max_new_tokens)
     tools = read_tools(args.tools)
+    source = vision_generate.processor_source(args)
+    if getattr(args, "image", None) and source is None:
+        raise UserError(f"--image: {args.model} has no processor (it is not a vision checkpoint)")
+    if source is not None and getattr(args, "image", None):
+        return vision_generate.chat(args, source, sys.stdin, sys.stdout)
     model, tok = load_for_inference(args.model, args.adapter, args.tokenizer)
     # Bytes, decoded line by line: one undecodable line is skipped instead of ending the chat.
     stdin = getattr(sys.stdin, "buffer", sys.stdin)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from finetuning.config.training import new_basemodel_name
+from finetuning.data.processor import is_vision_source
 from finetuning.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,10 @@ def load_for_inference(
     base = resolve_base(model, adapter, len(tok))
     check_weight_files(base, "the model")
     auto, kwargs = AutoModelForCausalLM, dict(model_kwargs or {})
+    if not score_head and is_vision_source(base):  # a vision-language model keeps its vision
+        from transformers import AutoModelForImageTextToText
+
+        auto = AutoModelForImageTextToText
     quiet = contextlib.nullcontext()
     if score_head:
         auto, quiet = AutoModelForSequenceClassification, score_head_from_causal_lm()

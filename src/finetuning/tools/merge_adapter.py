@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from finetuning.data.processor import has_processor
 from finetuning.data.stop_tokens import write_stop_ids
 from finetuning.errors import UserError
 from finetuning.tools.inference import load_for_inference
@@ -59,9 +60,14 @@ def merge_and_save(
     if getattr(merged, "generation_config", None) is not None:
         merged.generation_config.eos_token_id = tok.eos_token_id
         merged.generation_config.pad_token_id = tok.pad_token_id
-    base_eos = merged.config.eos_token_id
+    base_eos = merged.config.get_text_config().eos_token_id  # nested in multimodal configs
     merged.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+    source = tokenizer or adapter
+    if has_processor(source):  # a vision-language model: its image processor and template too
+        from transformers import AutoProcessor
+
+        AutoProcessor.from_pretrained(source).save_pretrained(out)
     # The saved tokenizer's EOS is the end-of-turn marker; the base's own EOS also stops.
     eos_ids = [tok.eos_token_id]
     for token_id in base_eos if isinstance(base_eos, list) else [base_eos]:

@@ -156,13 +156,16 @@ def prepare_model(ctx: RunContext, score_head: bool = False) -> tuple[Any, bool]
     plan = ctx.plan
     config, tokenizer = plan.config, plan.setup.tokenizer
     check_quantized_vocabulary(config, tokenizer)
-    model = load_model(config, arguments.distributed_kind(config), score_head)
+    vision = plan.setup.processor is not None  # a vision-language model and its processor
+    model = load_model(config, arguments.distributed_kind(config), score_head, vision=vision)
     resized = resize_for_tokenizer(model, tokenizer)
     if resized and config.peft_conf.peft_type != "NO_PEFT" and ctx.is_main:
         base_dir = plan.new_basemodel_dir
         with interrupts.deferred("saving the resized base model"):  # never half-written
             model.save_pretrained(base_dir)
-            save_for_inference(tokenizer, config.data_conf.chat_template_name, base_dir)
+            save_for_inference(
+                tokenizer, config.data_conf.chat_template_name, base_dir, plan.setup.processor
+            )
         logger.info("saved the resized base model to %s (needed to merge the adapter)", base_dir)
     return apply_adapter(config, model, resized), resized
 
@@ -202,7 +205,7 @@ def callbacks(ctx: RunContext) -> RunCallbacks:
     template = plan.config.data_conf.chat_template_name
     found = [
         throughput,
-        InferenceTokenizerCallback(plan.setup.tokenizer, template),
+        InferenceTokenizerCallback(plan.setup.tokenizer, template, plan.setup.processor),
         preemption,
         FiniteCheckCallback(),
     ]
@@ -281,7 +284,9 @@ def train_and_save(ctx: RunContext, trainer: Any, callbacks: RunCallbacks) -> Ru
     final_dir = plan.final_dir
     template = plan.config.data_conf.chat_template_name
     final_save.save_final(
-        trainer, final_dir, lambda d: save_for_inference(plan.setup.tokenizer, template, d)
+        trainer,
+        final_dir,
+        lambda d: save_for_inference(plan.setup.tokenizer, template, d, plan.setup.processor),
     )
     seconds = time.perf_counter() - ctx.started
     summary = summarize(trainer, result, callbacks.throughput, final_dir, seconds)

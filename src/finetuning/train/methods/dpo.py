@@ -90,7 +90,8 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
 
     # Packed batches (per-example attention, no padding) unless switched off or the model mixes
     # packed sequences; then TRL's padded batches.
-    packed = config.dpo_args.padding_free
+    vision = hasattr(data.train.store, "prompt_types")  # image rows: padded, with the images
+    packed = config.dpo_args.padding_free and not vision
     if packed:
         kernel = attention.choose(model, config.run_conf.model_args.attn_implementation)
         packed = keeps_examples_apart(model, PaddingFreeCollator())
@@ -110,15 +111,36 @@ def run(loaded: LoadedConfig, cli_args: Any = None) -> RunSummary:
     kwargs = stages.trainer_kwargs(ctx)
     kwargs["include_num_input_tokens_seen"] = "non_padding"
     callbacks = stages.callbacks(ctx)
+    dataset, collator = preference_dataset, None
+    if vision:
+        dataset, collator, kwargs = vision_dpo_parts(plan, kwargs)
     trainer = pretokenized_trainer_class(packed)(
         model=model,
         ref_model=ref_model,
         args=arguments.build_training_arguments(DPOConfig, kwargs),
-        train_dataset=preference_dataset(data.train),
-        eval_dataset=preference_dataset(data.valid) if data.valid is not None else None,
+        train_dataset=dataset(data.train),
+        eval_dataset=dataset(data.valid) if data.valid is not None else None,
         processing_class=plan.setup.tokenizer,
+        data_collator=collator,
         callbacks=list(callbacks.all),
     )
 
     # Train, then save the final model (the adapter for PEFT) with an inference-ready tokenizer.
     return stages.train_and_save(ctx, trainer, callbacks)
+
+
+def vision_dpo_parts(plan: Any, kwargs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """Image rows: their dataset, the collator that adds images and token types, and the
+    trainer arguments that keep the dataset's extra columns for it."""
+    from finetuning.data.vision_batches import token_type_key
+    from finetuning.data.vision_preference import (
+        VisionPreferenceCollator,
+        vision_preference_dataset,
+    )
+
+    processor, tokenizer = plan.setup.processor, plan.setup.tokenizer
+    logger.info("DPO on image rows: padded batches with the prompt's images")
+    collator = VisionPreferenceCollator(
+        tokenizer.pad_token_id, plan.data.rows, processor, token_type_key(processor)
+    )
+    return vision_preference_dataset, collator, {**kwargs, "remove_unused_columns": False}

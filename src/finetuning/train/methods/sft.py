@@ -11,6 +11,7 @@ from finetuning.model import attention
 from finetuning.model.packing import keeps_examples_apart
 from finetuning.train import arguments, stages
 from finetuning.train.loss import chunked_causal_lm_loss, keeps_trained_logits
+from finetuning.train.methods import vision_sft
 from finetuning.train.reporting import evaluation
 from finetuning.train.reporting.summary import RunSummary
 
@@ -49,6 +50,8 @@ def causal_lm_trainer(ctx: stages.RunContext, model: Any) -> tuple[Any, stages.R
     plan = ctx.plan
     config, setup, data = plan.config, plan.setup, plan.data
     kwargs = stages.trainer_kwargs(ctx)
+    if vision_sft.is_vision_run(plan):  # image rows: the processor's tensors, padded batches
+        return vision_sft.vision_trainer(ctx, model, kwargs)
     tokenizer = setup.tokenizer
     padding_free = config.sft_args.padding_free
     if padding_free:  # per-example attention, no dense mask (unless the user chose a kernel)

@@ -53,15 +53,16 @@ class ThroughputCallback(TrainerCallback):
 class InferenceTokenizerCallback(TrainerCallback):
     """Saves the inference-ready tokenizer into every checkpoint the trainer writes."""
 
-    def __init__(self, tokenizer: Any, template: ChatTemplateName):
+    def __init__(self, tokenizer: Any, template: ChatTemplateName, processor: Any = None):
         self.tokenizer = tokenizer
         self.template = template
+        self.processor = processor  # a vision-language model's, saved beside the tokenizer
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
-                save_for_inference(self.tokenizer, self.template, folder)
+                save_for_inference(self.tokenizer, self.template, folder, self.processor)
 
 
 class ReadableProgressCallback(ProgressCallback):
