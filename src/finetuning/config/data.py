@@ -161,41 +161,11 @@ class DatasetDefinition(StrictModel):
     datasets of one list may not share a label."""
 
 
-class WeightedDatasetDefinition(StrictModel):
+class WeightedDatasetDefinition(DatasetDefinition):
     """Define a dataset, with a weight for sampling."""
 
-    path: str
-    """Where the rows are: a JSONL file (or one JSON array), compressed JSONL (.jsonl.gz,
-    .jsonl.zst), a Parquet file, a folder written by datasets.Dataset.save_to_disk, a dataset
-    repository folder (a README card with `configs`, `data/train-*.parquet`) or a Hugging Face Hub
-    dataset id (`org/name`); a relative path resolves against the current directory, `~` is
-    expanded, `$VAR` is not."""
     sampling_weight: float = Field(default=1.0, allow_inf_nan=False)
     """Relative sampling weight; 0 leaves the dataset out, negative weights are errors."""
-    # How the rows are read: their format, and datasets by name (Hub ids, dataset folders).
-    format: DatasetFormat | None = None
-    """The rows' format (docs/your-model-your-data.md); detected from the first row when left
-    out. ``messages``, ``preference``, ``kto``, ``prompt-messages`` and ``text`` are this engine's
-    own; the others are the ecosystem's (ShareGPT, Alpaca, TRL's columns)."""
-    columns: dict[str, str] = Field(default_factory=dict)
-    """Columns to rename before the format is read, as ``{key the format reads: column in the
-    data}``, e.g. ``{text: content}`` to pretrain on a ``content`` column."""
-    name: str | None = None
-    """Hub datasets and dataset folders: the config (subset) to load, ``load_dataset``'s
-    ``name``."""
-    split: str = "train"
-    """Hub datasets and dataset folders: the split to read; slices such as ``train[:10%]`` or
-    ``train[100:200]`` work."""
-    revision: str | None = None
-    """Hub datasets: the branch, tag or commit to load (the cache keeps what was loaded)."""
-    data_files: str | list[str] | None = None
-    """Hub datasets and dataset folders: the files to read (``load_dataset``'s ``data_files``)."""
-
-    # Evaluation (docs/evaluating.md): the source's name in per-source metrics.
-    label: str | None = Field(default=None, pattern=LABEL_PATTERN)
-    """The source's name in per-source metrics (``eval_<label>_loss``) and the mixture table;
-    default: the file stem (a stem already taken in the list gets `_2`, `_3`, ...). Two
-    datasets of one list may not share a label."""
 
 
 class ConcatenationDataInput(StrictModel):
