@@ -33,7 +33,7 @@ from tests.helpers import minimal_dpo, minimal_sft, write_config
 # --- 2: the output-dir lock -------------------------------------------------------------------
 
 HOLD = (
-    "import sys; from pathlib import Path; from finetuning.train import lock; "
+    "import sys; from pathlib import Path; from finetuning.train.safety import lock; "
     "lock.acquire(Path(sys.argv[1])); print('held', flush=True); sys.stdin.read()"
 )
 

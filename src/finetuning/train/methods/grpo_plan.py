@@ -31,7 +31,7 @@ def check(loaded: Any, resolved: Resolved, rows: Any = None) -> MethodChecks:
     """
     config = loaded.config
     generation_batch(config, resolved)
-    rewards = resolve_rewards(config.grpo_args.rewards, config_folder(loaded.path), rows)
+    rewards = resolve_rewards(config.grpo_args.rewards, config_folder(loaded.path), rows or ())
     return MethodChecks(problems=tuple(vllm_problems(config)), rewards=tuple(rewards))
 
 
