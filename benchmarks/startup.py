@@ -55,6 +55,8 @@ def _child(spec_path: str, result_path: str) -> None:
 
         setattr(module, name, wrapper)
 
+    import finetuning  # noqa: F401  first, as `finetuning sft` starts (its import finder is set)
+
     sys.path.insert(0, str(HERE))
     import trainer_child
     from transformers import Trainer

@@ -94,6 +94,11 @@ class StepProfiler:
         )
 
 
+#: Set by main(); each system instruments the Trainer after its own imports, so the harness
+#: imports nothing a system would not (the time to the first step includes exactly its imports).
+PROFILER: StepProfiler | None = None
+
+
 def instrument(record: dict, profiler: StepProfiler | None = None) -> None:
     from transformers import Trainer
 
@@ -140,6 +145,7 @@ def run_ours(spec: dict, record: dict) -> None:
     from finetuning.config.loading import load_config_dict
     from finetuning.train.methods import sft
 
+    instrument(record, PROFILER)
     config = {**_common_config(spec), "sft_args": {"max_seq_length": spec["max_length"]}}
     summary = sft.run(load_config_dict(config, "sft"))
     record["attention"] = summary.attention
@@ -149,6 +155,7 @@ def run_ours_dpo(spec: dict, record: dict) -> None:
     from finetuning.config.loading import load_config_dict
     from finetuning.train.methods import dpo
 
+    instrument(record, PROFILER)
     config = _common_config(spec)
     config["training_args"].update(
         # DPOConfig turns activation checkpointing on by default; off here as for the TRL run.
@@ -183,6 +190,7 @@ def run_trl(spec: dict, record: dict, padding_free: bool = False) -> None:
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
+    instrument(record, PROFILER)
     model, tokenizer = _model_and_tokenizer(spec)
     args = SFTConfig(
         output_dir=spec["out"], learning_rate=spec["lr"], max_steps=spec["steps"], logging_steps=1,
@@ -205,6 +213,7 @@ def run_trl_dpo(spec: dict, record: dict) -> None:
     from datasets import load_dataset
     from trl import DPOConfig, DPOTrainer
 
+    instrument(record, PROFILER)
     model, tokenizer = _model_and_tokenizer(spec)
     args = DPOConfig(
         output_dir=spec["out"], learning_rate=spec["lr"], max_steps=spec["steps"], logging_steps=1,
@@ -238,7 +247,8 @@ def main() -> None:
     os.environ.setdefault("FINETUNING_CACHE_DIR", spec["cache"])
     record = {"computed": [], "real": [], "squares": [], "ends": [], "first_step": None}
     profile = spec.get("profile")
-    instrument(record, StepProfiler(**profile) if profile else None)
+    global PROFILER
+    PROFILER = StepProfiler(**profile) if profile else None
     SYSTEMS[system](spec, record)
     if system == "ours_dpo" and set(record["attention"]) & {
         "per-example sdpa",

@@ -6,7 +6,8 @@ the config's ``tracking`` section > ``MLFLOW_TRACKING_URI`` already in the envir
 
 When on, "mlflow" joins ``report_to`` so transformers' MLflow callback opens the run (on the main
 process only) and logs the training arguments and every logged metric (loss, eval loss, learning
-rate, grad norm, tokens/s, DPO rewards). :class:`MlflowExtras` adds what is ours: the flattened
+rate, grad norm, tokens/s, DPO rewards). ``MlflowExtras`` (a trainer callback, in
+``train/reporting/callbacks``) adds what is ours: the flattened
 config, the resolved batch sizes and learning rate, tags, the resolved config and the data
 preflight report as artifacts, and the run report at the end. The run id is kept in
 ``output_dir/mlflow_run.json`` so a resumed run keeps logging into the same MLflow run.
@@ -21,8 +22,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from transformers import TrainerCallback
 
 from finetuning.config.experiment import ExperimentConfig
 
@@ -161,47 +160,6 @@ def mixture_params(table: list[dict[str, Any]]) -> dict[str, str]:
         for key, value in row.items()
         if key != "source"
     }
-
-
-class MlflowExtras(TrainerCallback):
-    """Logs our params, tags and artifacts into the run transformers' MLflow callback opened.
-
-    Runs after that callback (the trainer adds ours later), on the main process only.
-    """
-
-    def __init__(
-        self, params: dict[str, str], tags: dict[str, str], artifacts: list[Path], output_dir: Path
-    ):
-        self.params = params
-        self.tags = tags
-        self.artifacts = artifacts
-        self.output_dir = output_dir
-        self.run_id: str | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        import mlflow
-
-        if not state.is_world_process_zero or mlflow.active_run() is None:
-            return
-        run = mlflow.active_run()
-        self.run_id = run.info.run_id
-        logger.info(
-            "MLflow run %s (experiment id %s); see it with: %s",
-            self.run_id,
-            run.info.experiment_id,
-            open_command(mlflow.get_tracking_uri()),
-        )
-        (self.output_dir / RUN_FILE).write_text(json.dumps({"run_id": self.run_id}))
-        mlflow.set_tags(self.tags)
-        items = [(k, v[:6000]) for k, v in self.params.items()]
-        try:
-            for i in range(0, len(items), 100):
-                mlflow.log_params(dict(items[i : i + 100]))
-        except mlflow.exceptions.MlflowException as exc:  # e.g. a resumed run with changed values
-            logger.warning("MLflow kept the params it had: %s", str(exc).splitlines()[0])
-        for path in self.artifacts:
-            if path.is_file():
-                mlflow.log_artifact(str(path))
 
 
 def log_final_artifacts(run_id: str | None, files: list[Path]) -> None:

@@ -127,10 +127,8 @@ def test_reference_configs_and_init_examples_validate_against_the_schema(tmp_pat
     paths = sorted(REFERENCE_CONFIGS.glob("*.yaml"))
     assert len(paths) == 8
     configs = [yaml.safe_load(os.path.expandvars(p.read_text())) for p in paths]
-    configs += [
-        yaml.safe_load(text.format(dir=tmp_path))
-        for text in (init.EXAMPLE_CONFIG, init.DPO_CONFIG, init.REWARD_CONFIG, init.PRETRAIN_CONFIG)
-    ]
+    assert sorted(init.CONFIGS) == sorted(f"{m}.yaml" for m in METHODS)  # one per method
+    configs += [yaml.safe_load(text.format(dir=tmp_path)) for text in init.CONFIGS.values()]
     for config in configs:
         method = config.get("method", "sft")
         assert _errors(method, config) == [], config

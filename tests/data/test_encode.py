@@ -90,6 +90,7 @@ def test_truncation_that_removes_every_trained_token_is_reported(tokenizer):
     assert store.status.tolist() == [NOTHING_TRAINED]
 
 
+@pytest.mark.full
 def test_parallel_encoding_equals_serial(tokenizer, monkeypatch):
     from finetuning.data import encode
     from finetuning.testing import synthetic_chats

@@ -11,7 +11,7 @@ from tests.distributed.conftest import distributed_config, process_env
 from tests.helpers import losses, minimal_dpo, write_config
 
 pytest.importorskip("deepspeed", reason="the deepspeed extra is part of CI's install")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]  # multi-process: the full suite only
 
 ZERO3 = {
     "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True},

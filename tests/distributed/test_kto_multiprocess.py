@@ -12,7 +12,7 @@ from tests.distributed.conftest import process_env
 from tests.e2e.test_preference_methods import LORA
 from tests.helpers import minimal_dpo, summary, write_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]  # multi-process: the full suite only
 
 
 def test_kto_trains_on_two_processes(tmp_path, tiny_llama, preference_data):

@@ -11,7 +11,7 @@ import pytest
 from tests.distributed.conftest import distributed_config, process_env
 from tests.helpers import losses, write_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]  # multi-process: the full suite only
 
 
 LAUNCHERS = {

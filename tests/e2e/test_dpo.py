@@ -51,6 +51,7 @@ def test_dpo_lora_margins_rise(tmp_path, tiny_llama, preference_data):
     assert summary(out)["attention"] == ["per-example sdpa"]
 
 
+@pytest.mark.full
 def test_full_parameter_dpo_with_ipo_from_an_sft_model(
     tmp_path, tiny_llama, chat_data, preference_data
 ):
@@ -79,6 +80,7 @@ def test_full_parameter_dpo_with_ipo_from_an_sft_model(
     assert tok["eos_token"] == "<|im_end|>"
 
 
+@pytest.mark.full
 def test_dpo_continues_an_sft_adapter_with_precomputed_reference(
     tmp_path, tiny_llama, chat_data, preference_data
 ):

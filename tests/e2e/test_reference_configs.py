@@ -25,6 +25,8 @@ SFT_CONFIGS = sorted(
     for p in REFERENCE_CONFIGS.glob("sft-*.yaml")
     if "mlflow" not in p.name and "engine-test" not in p.name
 )
+#: The longest reference runs: the full suite only (the others keep each kind in the fast tier).
+FULL_ONLY = {"sft-full-qwen-chatml-6-datasets.yaml", "sft-lora-mixtral-keep-original.yaml"}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,11 @@ def expand(path: Path, root: Path, tmp_path: Path, cpu: bool = True) -> tuple[Pa
     return out, env
 
 
-@pytest.mark.parametrize("path", SFT_CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.full) if p.name in FULL_ONLY else p for p in SFT_CONFIGS],
+    ids=lambda p: p.name,
+)
 def test_reference_sft_config_trains(path, reference_env, tmp_path):
     config, env = expand(path, reference_env, tmp_path)
     changed = [

@@ -160,6 +160,7 @@ def test_completions_only_trains_only_assistant_spans(
             assert "user" not in run and "system" not in run
 
 
+@pytest.mark.full
 def test_pretrained_peft_continues_an_adapter(tmp_path, tiny_llama, chat_data):
     first, second = tmp_path / "first", tmp_path / "second"
     config = minimal_sft(tiny_llama, chat_data, peft_conf=LORA)
@@ -180,6 +181,7 @@ def test_pretrained_peft_continues_an_adapter(tmp_path, tiny_llama, chat_data):
     assert (second / "checkpoint-final" / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.full
 def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_llama, chat_data_small):
     def config_for(out):
         config = minimal_sft(tiny_llama, chat_data_small)

@@ -26,7 +26,9 @@ def tool_model(tiny_llama, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("template", ["chat-ml", "keep-original"])
+@pytest.mark.parametrize(
+    "template", ["chat-ml", pytest.param("keep-original", marks=pytest.mark.full)]
+)
 def test_tool_and_reasoning_chats_train(template, tmp_path, tool_model, monkeypatch):
     """Checked on the batches the trainer sees; the saved template renders as training did."""
     from transformers import AutoTokenizer

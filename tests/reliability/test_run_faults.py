@@ -173,6 +173,7 @@ def test_sigterm_during_the_final_save_finishes_the_save(lora_run, tmp_path, mon
     assert not partial_dir.exists()
 
 
+@pytest.mark.full
 def test_a_second_run_on_the_same_output_dir_exits_2_naming_the_first(
     tmp_path, tiny_llama, chat_data_small, capsys
 ):

@@ -48,6 +48,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(folder / "model.safetensors")
 
 
+@pytest.mark.full
 def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, tiny_llama, chat_data):
     out = tmp_path / "out"
     path = write_config(tmp_path / "c.yaml", _config(tiny_llama, chat_data, out, max_steps=40))
@@ -72,6 +73,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, tiny_llama, ch
     assert summary(out)["steps"] == 40
 
 
+@pytest.mark.full
 def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(
     tmp_path, tiny_llama, chat_data_small
 ):

@@ -41,6 +41,7 @@ def test_generate_example_config_runs_on_the_trained_example(trained_chatml, tmp
     assert sum(r["answer"] == r["correct_answers"][0] for r in records) >= 4, records
 
 
+@pytest.mark.full
 def test_dpo_example_trains_offline_on_the_example_model(tmp_path):
     from finetuning.config.loading import load_config
     from finetuning.tools.init import init_example
@@ -97,6 +98,7 @@ def test_init_on_a_changed_example_or_another_folder(tmp_path, capsys):
         init_example(other)
 
 
+@pytest.mark.full
 def test_preference_method_examples_train_offline_on_the_example_model(tmp_path):
     import json
 

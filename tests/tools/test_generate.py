@@ -31,6 +31,7 @@ def test_generate_jsonl_stops_at_end_of_turn(trained_chatml, tmp_path):
     assert all("<|im_end|>" not in r["answer"] for r in records)
 
 
+@pytest.mark.full
 def test_chat_over_stdin(trained_chatml):
     model = trained_chatml / "checkpoint-final"
     import subprocess

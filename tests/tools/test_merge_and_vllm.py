@@ -26,7 +26,9 @@ def _logits(model, ids):
         return model(torch.tensor([ids])).logits
 
 
-@pytest.mark.parametrize("fixture", ["lora_embeddings", "lora_new_tokens"])
+@pytest.mark.parametrize(
+    "fixture", [pytest.param("lora_embeddings", marks=pytest.mark.full), "lora_new_tokens"]
+)
 def test_merged_model_equals_base_plus_adapter(fixture, request, tmp_path, tiny_llama):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -104,8 +106,12 @@ def test_vllm_adapter_keeps_only_lora_tensors_and_is_idempotent(lora_embeddings,
     ("change", "reason"),
     [
         ({"peft_conf": {"peft_type": "NO_PEFT"}}, "NO_PEFT"),
-        ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
-        ({"chat_template_name": "chat-ml"}, "added tokens to the vocabulary"),
+        pytest.param({"modules_to_save": ["lm_head"]}, "modules_to_save", marks=pytest.mark.full),
+        pytest.param(
+            {"chat_template_name": "chat-ml"},
+            "added tokens to the vocabulary",
+            marks=pytest.mark.full,
+        ),
     ],
 )
 def test_vllm_adapter_left_alone_when_extra_layers_were_trained(

@@ -22,7 +22,7 @@ QUANT = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["nf4-double", "8bit"])
+@pytest.mark.parametrize("kind", ["nf4-double", pytest.param("8bit", marks=pytest.mark.full)])
 def test_qlora_sft_trains_on_cpu(kind, tmp_path, tiny_llama, chat_data):
     out = tmp_path / "out"
     config = minimal_sft(tiny_llama, chat_data, peft_conf=LORA)

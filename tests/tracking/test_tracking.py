@@ -149,6 +149,7 @@ def test_flags_after_the_command_log_into_mlflows_default_experiment(
     assert f"mlflow: run {run.info.run_id}; see it with: {command}" in result.stderr
 
 
+@pytest.mark.full
 @pytest.mark.slow
 def test_http_server_run_and_resume_into_the_same_run(tmp_path, tiny_llama, mlflow_server):
     from finetuning.testing import synthetic_chats, write_jsonl

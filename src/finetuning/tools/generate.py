@@ -21,6 +21,7 @@ from finetuning.errors import Problem, UserError
 from finetuning.tools import vision_generate
 from finetuning.tools.inference import load_for_inference
 from finetuning.tools.tool_calls import describe_calls, parse_answer, read_tools
+from finetuning.train.safety.writes import atomic_writer
 
 logger = logging.getLogger(__name__)
 
@@ -214,25 +215,6 @@ def _check_outputs(inputs: list[Path], output: Path) -> None:
             )
 
 
-def _write_atomically(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    An error (or Ctrl-C) while generating leaves an existing ``path`` as it was.
-    """
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _check_positive(**values: int) -> None:
     for name, value in values.items():
         if value is not None and value <= 0:
@@ -375,7 +357,8 @@ def generate_from_config(config_path: str | Path, outpath: str | Path) -> Path:
             }
         )
     text = yaml.safe_dump(records, sort_keys=False, allow_unicode=True)
-    _write_atomically(out, lambda f: f.write(text))
+    with atomic_writer(out) as f:
+        f.write(text)
     return out
 
 
@@ -415,22 +398,17 @@ def run(args: argparse.Namespace) -> int:
         rows = _read_jsonl(args.input)  # all of it, checked, before the output is touched
         tools = read_tools(args.tools)
         model, tok = load_for_inference(args.model, args.adapter, args.tokenizer)
-        counts = []
-        _write_atomically(
-            args.output,
-            lambda out: counts.append(
-                generate_file(
-                    model,
-                    tok,
-                    rows,
-                    out,
-                    {"max_new_tokens": args.max_new_tokens},
-                    args.batch_size,
-                    tools=tools,
-                )
-            ),
-        )
-        print(f"wrote {counts[0]} answers to {args.output}", file=sys.stderr)
+        with atomic_writer(args.output) as out:
+            count = generate_file(
+                model,
+                tok,
+                rows,
+                out,
+                {"max_new_tokens": args.max_new_tokens},
+                args.batch_size,
+                tools=tools,
+            )
+        print(f"wrote {count} answers to {args.output}", file=sys.stderr)
         return 0
     if not (args.config and args.outpath):
         raise UserError("generate needs CONFIG OUTPUT.yaml, or --model with --input and --output")

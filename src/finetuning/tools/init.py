@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from finetuning.errors import UserError
@@ -26,277 +27,170 @@ from finetuning.testing import (
 
 logger = logging.getLogger(__name__)
 
-EXAMPLE_CONFIG = """\
-# A runnable example: full fine-tuning of a tiny local Llama-style model on synthetic chats.
-# Run it with:  finetuning sft {dir}/sft.yaml   (then: finetuning generate {dir}/generate.yaml answers.yaml)
-method: sft
-data_conf:
-  training_data:
-    type: CONCATENATION
-    datasets:
-    - path: {dir}/data/train.jsonl
-  validation_data:
-    type: AUTO_SPLIT
-    ratio: 0.05
-  chat_template_name: chat-ml
-  missing_pad_token_strategy: bos-repurpose
-training_args:
-  output_dir: {dir}/checkpoints
-  logging_dir: {dir}/logs
-  learning_rate: 2.0e-3
-  num_train_epochs: 1
-  lr_scheduler_type: cosine
-  warmup_ratio: 0.05
-  logging_steps: 10
-  eval_strategy: steps
-  eval_steps: 0.25
-  save_strategy: steps
-  save_steps: 0.5
-  bf16: false  # fp32 is several times faster than bf16 on most CPUs
-batchsize_conf:
-  total_train_batch_size: 16
-  max_per_device_train_batch_size: 16
-peft_conf:
-  peft_type: NO_PEFT
-run_conf:
-  model: {dir}/model
-  resume_from_checkpoint: auto
-sft_args:
-  max_seq_length: 256
-  train_on_completions_only: true
-"""
-
-
-DPO_CONFIG = """\
-# A runnable example: direct preference optimisation of the same tiny model (full parameters).
-# Run it with:  finetuning dpo {dir}/dpo.yaml
-method: dpo
-data_conf:
-  training_data:
-    type: CONCATENATION
-    datasets:
-    - path: {dir}/data/preferences.jsonl
-  validation_data:
-    type: AUTO_SPLIT
-    ratio: 0.1
-  chat_template_name: chat-ml
-  missing_pad_token_strategy: bos-repurpose
-training_args:
-  output_dir: {dir}/checkpoints-dpo
-  logging_dir: {dir}/logs-dpo
-  learning_rate: 5.0e-4
-  beta: 0.1
-  num_train_epochs: 1
-  max_length: 256
-  max_prompt_length: 128
-  logging_steps: 5
-  eval_strategy: epoch
-  save_strategy: epoch
-  bf16: false
-batchsize_conf:
-  total_train_batch_size: 16
-  max_per_device_train_batch_size: 16
-peft_conf:
-  peft_type: NO_PEFT
-run_conf:
-  model: {dir}/model
-  resume_from_checkpoint: auto
-"""
-
-#: The preference methods' examples: (file, method, data file, what, extra training_args).
-_PREFERENCE_EXAMPLES = (
-    (
-        "kto.yaml",
-        "kto",
-        "feedback.jsonl",
-        "KTO from unpaired thumbs-up/thumbs-down feedback (about 2 desirable per undesirable\n"
-        "# example, so desirable_weight 0.6 keeps TRL's recommended balance; the preflight shows it)",
-        "  beta: 0.1\n  desirable_weight: 0.6\n  undesirable_weight: 1.0\n",
-    ),
-    (
-        "orpo.yaml",
-        "orpo",
-        "preferences.jsonl",
-        "ORPO on the preference data (no reference model, no SFT stage needed)",
-        "  beta: 0.1\n",
-    ),
-    (
-        "simpo.yaml",
-        "simpo",
-        "preferences.jsonl",
-        "SimPO on the preference data (TRL's CPO trainer with loss_type simpo, cpo_alpha 0;\n"
-        "# no reference model)",
-        "  beta: 2.0\n  simpo_gamma: 1.0\n",
-    ),
-)
-
-PREFERENCE_CONFIG = """\
+#: Every method's example config: one template, filled from :data:`EXAMPLES`. The result keeps
+#: ``{dir}`` (the example's folder) for ``init_example`` to fill in.
+CONFIG_TEMPLATE = """\
 # A runnable example: {what}.
 # Run it with:  finetuning {method} {{dir}}/{file}
-method: {method}
+{notes}method: {method}
 data_conf:
   training_data:
     type: CONCATENATION
     datasets:
     - path: {{dir}}/data/{data}
   validation_data:
-    type: AUTO_SPLIT
-    ratio: 0.1
-  chat_template_name: chat-ml
-  missing_pad_token_strategy: bos-repurpose
-training_args:
-  output_dir: {{dir}}/checkpoints-{method}
-  logging_dir: {{dir}}/logs-{method}
-  learning_rate: 5.0e-4
-{extra}  num_train_epochs: 1
+{validation}{template}training_args:
+  output_dir: {{dir}}/checkpoints{suffix}
+  logging_dir: {{dir}}/logs{suffix}
+{training}  bf16: false{bf16_note}
+batchsize_conf:
+  total_train_batch_size: {total}
+  max_per_device_train_batch_size: 16
+peft_conf:
+{peft}run_conf:
+  model: {{dir}}/model
+  resume_from_checkpoint: auto
+{section}"""
+
+_CHAT_TEMPLATE = "  chat_template_name: chat-ml\n  missing_pad_token_strategy: bos-repurpose\n"
+_SPLIT = "    type: AUTO_SPLIT\n    ratio: {}\n"
+#: The preference methods' shared training_args (their own arguments come first).
+_PREFERENCE_TRAINING = """\
+  num_train_epochs: 1
   max_length: 256
   max_prompt_length: 128
   logging_steps: 5
   eval_strategy: epoch
   save_strategy: epoch
-  bf16: false
-batchsize_conf:
-  total_train_batch_size: 16
-  max_per_device_train_batch_size: 16
-peft_conf:
-  peft_type: NO_PEFT
-run_conf:
-  model: {{dir}}/model
-  resume_from_checkpoint: auto
 """
 
-#: file name -> config text (with ``{dir}``) of each preference method's example.
-PREFERENCE_CONFIGS = {
-    file: PREFERENCE_CONFIG.format(file=file, method=method, data=data, what=what, extra=extra)
-    for file, method, data, what, extra in _PREFERENCE_EXAMPLES
+
+@dataclass(frozen=True)
+class Example:
+    """What one method's example config fills into :data:`CONFIG_TEMPLATE`."""
+
+    method: str
+    what: str  #: the header's description (more comment lines may follow, each with "# ")
+    data: str  #: the data file under ``data/``
+    training: str  #: training_args after output_dir and logging_dir (YAML lines)
+    notes: str = ""  #: comment lines after "Run it with"
+    validation: str = _SPLIT.format(0.1)
+    template: str = _CHAT_TEMPLATE  #: the chat template lines (none for raw text)
+    suffix: str | None = None  #: of checkpoints-/logs- (default: -method)
+    total: str = "16"
+    peft: str = "  peft_type: NO_PEFT\n"
+    section: str = ""  #: the method's own section (sft_args, grpo_args)
+    bf16_note: str = ""
+
+    def render(self, file: str) -> str:
+        suffix = f"-{self.method}" if self.suffix is None else self.suffix
+        fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return CONFIG_TEMPLATE.format(**{**fields, "suffix": suffix, "file": file})
+
+
+def _preference(method: str, data: str, what: str, own: str) -> Example:
+    training = f"  learning_rate: 5.0e-4\n{own}{_PREFERENCE_TRAINING}"
+    return Example(method, what, data, training)
+
+
+#: file name -> the example; ``init`` writes one config per entry.
+EXAMPLES = {
+    "sft.yaml": Example(
+        "sft",
+        "full fine-tuning of a tiny local Llama-style model on synthetic chats",
+        "train.jsonl",
+        "  learning_rate: 2.0e-3\n  num_train_epochs: 1\n  lr_scheduler_type: cosine\n"
+        "  warmup_ratio: 0.05\n  logging_steps: 10\n  eval_strategy: steps\n  eval_steps: 0.25\n"
+        "  save_strategy: steps\n  save_steps: 0.5\n",
+        notes="# then:  finetuning generate {dir}/generate.yaml answers.yaml\n",
+        validation=_SPLIT.format(0.05),
+        suffix="",
+        section="sft_args:\n  max_seq_length: 256\n  train_on_completions_only: true\n",
+        bf16_note="  # fp32 is several times faster than bf16 on most CPUs",
+    ),
+    "dpo.yaml": _preference(
+        "dpo",
+        "preferences.jsonl",
+        "direct preference optimisation of the same tiny model (full parameters)",
+        "  beta: 0.1\n",
+    ),
+    "kto.yaml": _preference(
+        "kto",
+        "feedback.jsonl",
+        "KTO from unpaired thumbs-up/thumbs-down feedback (about 2 desirable per undesirable\n"
+        "# example, so desirable_weight 0.6 keeps TRL's recommended balance; the preflight shows it)",
+        "  beta: 0.1\n  desirable_weight: 0.6\n  undesirable_weight: 1.0\n",
+    ),
+    "orpo.yaml": _preference(
+        "orpo",
+        "preferences.jsonl",
+        "ORPO on the preference data (no reference model, no SFT stage needed)",
+        "  beta: 0.1\n",
+    ),
+    "simpo.yaml": _preference(
+        "simpo",
+        "preferences.jsonl",
+        "SimPO on the preference data (TRL's CPO trainer with loss_type simpo, cpo_alpha 0;\n"
+        "# no reference model)",
+        "  beta: 2.0\n  simpo_gamma: 1.0\n",
+    ),
+    "grpo.yaml": Example(
+        "grpo",
+        "GRPO (online RL from rewards) of the tiny model on one-digit sums",
+        "arithmetic.jsonl",
+        "  learning_rate: 1.0e-3\n  max_steps: 30\n  num_generations: 4\n"
+        "  max_completion_length: 16\n  temperature: 1.0\n  beta: 0.04\n  logging_steps: 1\n"
+        "  save_strategy: steps\n  save_steps: 10\n",
+        notes=(
+            "# exact_answer scores 1 when the completion's last \\boxed{{...}} (else its last"
+            " line) equals the\n# row's `answer`; the untrained random model almost never gets one"
+            " right, so its mean stays near 0\n# here, while the small length reward varies between"
+            " completions and gives the policy a gradient.\n# Sampled completions with their"
+            " rewards land in checkpoints-grpo/completions.jsonl.\n"
+        ),
+        validation="    type: NONE\n",
+        total="4  # prompts per step; x num_generations = 16 completions",
+        section=(
+            "grpo_args:\n  rewards:\n  - function: exact_answer\n    weight: 1.0\n"
+            "  - function: length\n    weight: 0.2\n    kwargs: {{target: 24, unit: chars}}\n"
+        ),
+    ),
+    "reward.yaml": Example(
+        "reward",
+        "a reward model (a score head on the tiny model, LoRA) trained to score\n"
+        "# the chosen answers of the preference data above the rejected ones",
+        "preferences.jsonl",
+        "  learning_rate: 5.0e-3\n  num_train_epochs: 1\n  max_length: 256\n  logging_steps: 5\n"
+        "  eval_strategy: epoch\n  save_strategy: epoch\n",
+        notes=(
+            "# then score:   finetuning score --model {dir}/model \\\n"
+            "#                 --adapter {dir}/checkpoints-reward/checkpoint-final \\\n"
+            "#                 --input {dir}/data/preferences.jsonl --output scores.jsonl\n"
+        ),
+        peft=(
+            "  peft_type: LORA\n  task_type: SEQ_CLS  # the score head trains in full beside the"
+            " adapter\n  peft_kwargs:\n    r: 8\n    lora_alpha: 16\n"
+            "    target_modules: [q_proj, k_proj, v_proj, o_proj]\n"
+        ),
+    ),
+    "pretrain.yaml": Example(
+        "pretrain",
+        "continued pretraining of the tiny model on raw text documents\n"
+        "# (no chat template; documents longer than max_seq_length are split into chunks)",
+        "documents.jsonl",
+        "  learning_rate: 2.0e-3\n  num_train_epochs: 1\n  lr_scheduler_type: cosine\n"
+        "  warmup_ratio: 0.05\n  logging_steps: 10\n  eval_strategy: epoch\n"
+        "  save_strategy: epoch\n",
+        validation=_SPLIT.format(0.05),
+        template="",
+        section="sft_args:\n  max_seq_length: 64\n  length_handling: chunk\n",
+    ),
 }
 
-GRPO_CONFIG = """\
-# A runnable example: GRPO (online RL from rewards) of the tiny model on one-digit sums.
-# Run it with:  finetuning grpo {dir}/grpo.yaml
-# exact_answer scores 1 when the completion's last \\boxed{{...}} (else its last line) equals the
-# row's `answer`; the untrained random model almost never gets one right, so its mean stays near 0
-# here, while the small length reward varies between completions and gives the policy a gradient.
-# Sampled completions with their rewards land in checkpoints-grpo/completions.jsonl.
-method: grpo
-data_conf:
-  training_data:
-    type: CONCATENATION
-    datasets:
-    - path: {dir}/data/arithmetic.jsonl
-  validation_data:
-    type: NONE
-  chat_template_name: chat-ml
-  missing_pad_token_strategy: bos-repurpose
-training_args:
-  output_dir: {dir}/checkpoints-grpo
-  logging_dir: {dir}/logs-grpo
-  learning_rate: 1.0e-3
-  max_steps: 30
-  num_generations: 4
-  max_completion_length: 16
-  temperature: 1.0
-  beta: 0.04
-  logging_steps: 1
-  save_strategy: steps
-  save_steps: 10
-  bf16: false
-batchsize_conf:
-  total_train_batch_size: 4  # prompts per step; x num_generations = 16 completions
-  max_per_device_train_batch_size: 16
-peft_conf:
-  peft_type: NO_PEFT
-run_conf:
-  model: {dir}/model
-  resume_from_checkpoint: auto
-grpo_args:
-  rewards:
-  - function: exact_answer
-    weight: 1.0
-  - function: length
-    weight: 0.2
-    kwargs: {{target: 24, unit: chars}}
-"""
-
-REWARD_CONFIG = """\
-# A runnable example: a reward model (a score head on the tiny model, LoRA) trained to score
-# the chosen answers of the preference data above the rejected ones.
-# Run it with:  finetuning reward {dir}/reward.yaml
-# then score:   finetuning score --model {dir}/model \\
-#                 --adapter {dir}/checkpoints-reward/checkpoint-final \\
-#                 --input {dir}/data/preferences.jsonl --output scores.jsonl
-method: reward
-data_conf:
-  training_data:
-    type: CONCATENATION
-    datasets:
-    - path: {dir}/data/preferences.jsonl
-  validation_data:
-    type: AUTO_SPLIT
-    ratio: 0.1
-  chat_template_name: chat-ml
-  missing_pad_token_strategy: bos-repurpose
-training_args:
-  output_dir: {dir}/checkpoints-reward
-  logging_dir: {dir}/logs-reward
-  learning_rate: 5.0e-3
-  num_train_epochs: 1
-  max_length: 256
-  logging_steps: 5
-  eval_strategy: epoch
-  save_strategy: epoch
-  bf16: false
-batchsize_conf:
-  total_train_batch_size: 16
-  max_per_device_train_batch_size: 16
-peft_conf:
-  peft_type: LORA
-  task_type: SEQ_CLS  # the score head trains in full beside the adapter
-  peft_kwargs:
-    r: 8
-    lora_alpha: 16
-    target_modules: [q_proj, k_proj, v_proj, o_proj]
-run_conf:
-  model: {dir}/model
-  resume_from_checkpoint: auto
-"""
-
-PRETRAIN_CONFIG = """\
-# A runnable example: continued pretraining of the tiny model on raw text documents
-# (no chat template; documents longer than max_seq_length are split into chunks).
-# Run it with:  finetuning pretrain {dir}/pretrain.yaml
-method: pretrain
-data_conf:
-  training_data:
-    type: CONCATENATION
-    datasets:
-    - path: {dir}/data/documents.jsonl
-  validation_data:
-    type: AUTO_SPLIT
-    ratio: 0.05
-training_args:
-  output_dir: {dir}/checkpoints-pretrain
-  logging_dir: {dir}/logs-pretrain
-  learning_rate: 2.0e-3
-  num_train_epochs: 1
-  lr_scheduler_type: cosine
-  warmup_ratio: 0.05
-  logging_steps: 10
-  eval_strategy: epoch
-  save_strategy: epoch
-  bf16: false
-batchsize_conf:
-  total_train_batch_size: 16
-  max_per_device_train_batch_size: 16
-peft_conf:
-  peft_type: NO_PEFT
-run_conf:
-  model: {dir}/model
-  resume_from_checkpoint: auto
-sft_args:
-  max_seq_length: 64
-  length_handling: chunk
-"""
+#: file name -> config text (with ``{dir}``) of every method's example.
+CONFIGS = {file: example.render(file) for file, example in EXAMPLES.items()}
+#: The preference methods' examples besides DPO (KTO, ORPO, SimPO).
+PREFERENCE_CONFIGS = {f: CONFIGS[f] for f in ("kto.yaml", "orpo.yaml", "simpo.yaml")}
 
 GENERATE_CONFIG = """\
 # Answers from the trained SFT model for the prompts of the preference data.
@@ -413,15 +307,7 @@ def init_example(directory: str | Path, rows: int = 2000, force: bool = False) -
         write_jsonl(data / "feedback.jsonl", synthetic_feedback(max(rows // 4, 16), seed=2)),
         write_jsonl(data / "documents.jsonl", synthetic_documents(max(rows // 4, 16), seed=2)),
     ]
-    for name, text in (
-        ("sft.yaml", EXAMPLE_CONFIG),
-        ("dpo.yaml", DPO_CONFIG),
-        ("grpo.yaml", GRPO_CONFIG),
-        ("reward.yaml", REWARD_CONFIG),
-        ("pretrain.yaml", PRETRAIN_CONFIG),
-        ("generate.yaml", GENERATE_CONFIG),
-        *PREFERENCE_CONFIGS.items(),
-    ):
+    for name, text in (*CONFIGS.items(), ("generate.yaml", GENERATE_CONFIG)):
         (directory / name).write_text(text.format(dir=directory))
         written.append(directory / name)
     files = sorted(written)

@@ -23,8 +23,9 @@ from finetuning.config.data import ChatTemplateName
 from finetuning.data.preference import conversation_ids
 from finetuning.data.rows import read_rows
 from finetuning.errors import UserError
-from finetuning.tools.generate import _check_outputs, _check_positive, _write_atomically
+from finetuning.tools.generate import _check_outputs, _check_positive
 from finetuning.tools.inference import RESOLVED_CONFIG, load_for_inference
+from finetuning.train.safety.writes import atomic_writer
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
         model.config.pad_token_id = tokenizer.pad_token_id
     template = run_template(args.model, args.adapter)
     scored = score_rows(model, tokenizer, template, rows, pairs, args.batch_size)
-    _write_atomically(args.output, lambda out: out.writelines(json.dumps(r) + "\n" for r in scored))
+    with atomic_writer(args.output) as out:
+        out.writelines(json.dumps(r) + "\n" for r in scored)
     if pairs:
         above = sum(r["chosen_score"] > r["rejected_score"] for r in scored)
         print(

@@ -26,7 +26,6 @@ from finetuning.model.loading import (
     resize_for_tokenizer,
 )
 from finetuning.tracking import (
-    MlflowExtras,
     export_tracking,
     flatten,
     log_final_artifacts,
@@ -37,6 +36,7 @@ from finetuning.train import arguments
 from finetuning.train.plan import Plan, build_plan
 from finetuning.train.reporting.callbacks import (
     InferenceTokenizerCallback,
+    MlflowExtras,
     ThroughputCallback,
     use_readable_progress,
 )

@@ -1,7 +1,10 @@
-"""Trainer callbacks: throughput in the logs, and inference-ready tokenizers in checkpoints."""
+"""Trainer callbacks: throughput in the logs, inference-ready tokenizers in checkpoints, and our
+MLflow extras (here rather than in ``tracking``, so that planning a run imports no Trainer)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,10 @@ from transformers.trainer_callback import ProgressCallback
 
 from finetuning.config.data import ChatTemplateName
 from finetuning.data.tokenizer import save_for_inference
+from finetuning.tracking import RUN_FILE, open_command
 from finetuning.train.reporting.logs import readable_logs
+
+logger = logging.getLogger(__name__)
 
 
 class ThroughputCallback(TrainerCallback):
@@ -78,3 +84,44 @@ def use_readable_progress(handler: Any) -> None:
     for i, callback in enumerate(handler.callbacks):
         if type(callback) is ProgressCallback:
             handler.callbacks[i] = ReadableProgressCallback()
+
+
+class MlflowExtras(TrainerCallback):
+    """Logs our params, tags and artifacts into the run transformers' MLflow callback opened.
+
+    Runs after that callback (the trainer adds ours later), on the main process only.
+    """
+
+    def __init__(
+        self, params: dict[str, str], tags: dict[str, str], artifacts: list[Path], output_dir: Path
+    ):
+        self.params = params
+        self.tags = tags
+        self.artifacts = artifacts
+        self.output_dir = output_dir
+        self.run_id: str | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import mlflow
+
+        if not state.is_world_process_zero or mlflow.active_run() is None:
+            return
+        run = mlflow.active_run()
+        self.run_id = run.info.run_id
+        logger.info(
+            "MLflow run %s (experiment id %s); see it with: %s",
+            self.run_id,
+            run.info.experiment_id,
+            open_command(mlflow.get_tracking_uri()),
+        )
+        (self.output_dir / RUN_FILE).write_text(json.dumps({"run_id": self.run_id}))
+        mlflow.set_tags(self.tags)
+        items = [(k, v[:6000]) for k, v in self.params.items()]
+        try:
+            for i in range(0, len(items), 100):
+                mlflow.log_params(dict(items[i : i + 100]))
+        except mlflow.exceptions.MlflowException as exc:  # e.g. a resumed run with changed values
+            logger.warning("MLflow kept the params it had: %s", str(exc).splitlines()[0])
+        for path in self.artifacts:
+            if path.is_file():
+                mlflow.log_artifact(str(path))

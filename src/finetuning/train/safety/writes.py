@@ -10,11 +10,14 @@ incomplete one).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from finetuning.errors import UserError
 
@@ -72,14 +75,27 @@ def no_space_error(exc: BaseException) -> UserError | None:
     )
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file: the file is whole or unchanged."""
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[TextIO]:
+    """A text file that replaces ``path`` when the block ends: the file is whole or unchanged.
+
+    The text goes to a temporary file beside ``path`` (its folder is created), renamed over
+    ``path`` at the end; an error or Ctrl-C inside the block leaves an existing ``path`` as it
+    was. The one atomic write of the package (the tools use it too: it imports only ``errors``).
+    """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file: the file is whole or unchanged."""
+    with atomic_writer(path) as f:
+        f.write(text)
