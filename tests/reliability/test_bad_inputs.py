@@ -7,6 +7,7 @@ unexpected exception would escape ``main`` and fail the test, so "no traceback" 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,19 @@ def places(tmp_path_factory, tiny_llama):
         "DIR": str(root),
         # Reward files and rows the method-specific cases read (not cases themselves).
         "SUPPORT": str(CORPUS / "support"),
+        # A model whose tokenizer carries Llama 3's original template (no tools, no reasoning).
+        "MODEL_LLAMA3": str(_with_template(tiny_llama, root / "llama3", "llama3")),
     }
+
+
+def _with_template(model, folder, name):
+    """A copy of ``model`` whose tokenizer carries TRL's original template ``name``."""
+    from tests.data import template_corpus
+
+    shutil.copytree(model, folder)
+    template = template_corpus.trl_templates()[name]
+    template_corpus.template_tokenizer(template, str(folder)).save_pretrained(folder)
+    return folder
 
 
 def test_the_corpus_is_large_enough():
