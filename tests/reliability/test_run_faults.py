@@ -230,3 +230,20 @@ def test_resuming_with_another_tokenizer_is_refused(lora_run, tmp_path, tiny_lla
     config["run_conf"]["tokenizer"] = str(same)
     code = main(["validate", str(write_config(tmp_path / "c.yaml", config)), "--config-only"])
     assert code == 0, capsys.readouterr().err
+
+
+def test_resuming_with_the_rows_read_another_way_is_refused(lora_run, tmp_path, capsys):
+    """A dataset's `format:`, `columns:` or (for datasets by name) subset/split/revision give
+    other rows from the same file, so the fingerprint records them; left at their defaults they
+    are not recorded, and a fingerprint written before these keys existed still matches."""
+    config, out = _copy(lora_run, tmp_path)
+    same = copy.deepcopy(config)
+    same["data_conf"]["training_data"]["datasets"][0].update(split="train", columns={})
+    code = main(["validate", str(write_config(tmp_path / "same.yaml", same)), "--config-only"])
+    assert code == 0, capsys.readouterr().err
+    config["data_conf"]["training_data"]["datasets"][0]["format"] = "messages"
+    code = main(["validate", str(write_config(tmp_path / "c.yaml", config)), "--config-only"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"cannot resume {out / 'checkpoint-4'}" in err
+    assert "training_data.datasets[0].format" in err

@@ -99,6 +99,18 @@ def _data(config: ExperimentConfig) -> dict[str, Any]:
         for ds in getattr(section, "datasets", None) or []:
             path = Path(ds.path)
             entry = {"sha256": file_digest(path) if path.exists() else f"missing: {ds.path}"}
+            # How the rows are read, where it is not the default: another format, renamed
+            # columns, or another subset / split / revision of a dataset read by name give
+            # other rows. (Left out at their defaults, so older fingerprints still match.)
+            reading = {
+                "format": ds.format,
+                "columns": ds.columns,
+                "name": ds.name,
+                "split": None if ds.split == "train" else ds.split,
+                "revision": ds.revision,
+                "data_files": ds.data_files,
+            }
+            entry.update({k: v for k, v in reading.items() if v})
             if hasattr(ds, "sampling_weight"):
                 entry["sampling_weight"] = ds.sampling_weight
             found.append(entry)
