@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from finetuning.config.training_args import training_arg_default
-from finetuning.errors import UserError
+from finetuning.errors import Problem, UserError
 from finetuning.train.batch import Resolved, sequences_per_prompt
 from finetuning.train.methods.hooks import MethodChecks
 from finetuning.train.methods.reward_loading import resolve_rewards
@@ -31,6 +31,16 @@ def check(loaded: Any, resolved: Resolved, rows: Any = None) -> MethodChecks:
     """
     config = loaded.config
     generation_batch(config, resolved)
+    specs = config.grpo_args.rewards
+    if specs and all(spec.weight == 0 for spec in specs):
+        raise UserError(
+            Problem(
+                "every reward has weight 0: every completion's total reward would be 0, so "
+                "every advantage is 0 and GRPO learns nothing; give at least one reward a "
+                "weight other than 0 (a weight-0 reward beside others is logged only)",
+                "grpo_args.rewards",
+            )
+        )
     rewards = resolve_rewards(config.grpo_args.rewards, config_folder(loaded.path), rows or ())
     return MethodChecks(problems=tuple(vllm_problems(config)), rewards=tuple(rewards))
 

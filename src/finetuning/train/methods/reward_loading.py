@@ -162,16 +162,6 @@ def resolve_rewards(
     Raises:
         UserError: Naming ``grpo_args.rewards[i]`` and what is wrong.
     """
-    grpo = where == "grpo_args.rewards"  # an eval's metrics are only measured, never trained on
-    if grpo and specs and all(spec.weight == 0 for spec in specs):
-        raise UserError(
-            Problem(
-                "every reward has weight 0: every completion's total reward would be 0, so "
-                "every advantage is 0 and GRPO learns nothing; give at least one reward a "
-                "weight other than 0 (a weight-0 reward beside others is logged only)",
-                "grpo_args.rewards",
-            )
-        )
     found: list[Reward] = []
     names: dict[str, int] = {}
     prefix = where
