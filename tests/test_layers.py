@@ -149,7 +149,9 @@ def test_the_checker_sees_a_cycle_and_a_nested_import(tmp_path):
 
 #: Inside ``train``: the run machinery (``safety``) and the reporting never import a method or
 #: the plan, and the shared modules at the top of ``train`` (the plan, the stages) reach a
-#: method only through its plan hook (``methods.hooks``), never by importing a recipe.
+#: method only through its plan hook (``methods.hooks``), never by importing a recipe; the
+#: evaluation part of the plan (``methods.eval_plan``, every method's ``eval_conf``) is no recipe.
+PLAN_PARTS = {"finetuning.train.methods.hooks", "finetuning.train.methods.eval_plan"}
 TRAIN_FOLDERS = ("methods", "safety", "reporting")
 
 
@@ -170,7 +172,7 @@ def test_train_folders_keep_methods_apart_from_run_machinery():
             where = f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}"
             if part in ("safety", "reporting") and train_part(target) in ("methods", "plan"):
                 wrong.append(where)
-            recipe = train_part(target) == "methods" and target != "finetuning.train.methods.hooks"
+            recipe = train_part(target) == "methods" and target not in PLAN_PARTS
             if part not in TRAIN_FOLDERS and recipe:
                 wrong.append(where)
     assert not wrong, "train/ imports across its folders' direction:\n" + "\n".join(wrong)

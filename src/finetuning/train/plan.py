@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import finetuning.train.methods.eval_plan as eval_plan
 from finetuning.config.experiment import ExperimentConfig
 from finetuning.config.loading import LoadedConfig, resolved_dict
 from finetuning.config.methods import rows_of
@@ -31,7 +32,7 @@ from finetuning.model.hardware import hardware_problems
 from finetuning.tracking import Tracking, plan_tracking
 from finetuning.train import arguments
 from finetuning.train.batch import Resolved, base_learning_rate, resolve
-from finetuning.train.methods.hooks import NO_CHECKS, MethodChecks, evaluation_checks, plan_module
+from finetuning.train.methods.hooks import NO_CHECKS, MethodChecks, plan_module
 from finetuning.train.reporting.summary import check_output_dir, estimated_checkpoint_bytes
 from finetuning.train.safety.checkpoints import resolve_resume
 from finetuning.train.safety.fingerprint import check_resume
@@ -166,7 +167,7 @@ class Plan:
         ]
         if hook is not None and hasattr(hook, "lines"):
             out += hook.lines(config, r, self.method_checks)
-        out += evaluation_checks().lines(config, self.evals)
+        out += eval_plan.lines(config, self.evals)
         if self.setup is not None:
             out.append(f"tokenizer: {self.setup.pad_note}")
         return out
@@ -206,7 +207,6 @@ def build_plan(
     resolved = resolve(config, world_size)
     hook = plan_module(config.method)  # the method's own checks, beside its recipe
     checks = hook.check(loaded, resolved) if hook is not None else NO_CHECKS
-    eval_plan = evaluation_checks()  # eval_conf: metrics resolved like GRPO's rewards
     evals = eval_plan.resolve_evals(config, loaded.path)
     problems = (
         tuple(hardware_problems(config))

@@ -47,9 +47,3 @@ def plan_module(method: str) -> ModuleType | None:
     """The plan module of ``method``, or None when the shared plan is all it needs."""
     name = METHODS[method].plan
     return importlib.import_module(name) if name else None
-
-
-def evaluation_checks() -> ModuleType:
-    """The ``eval_conf`` part of the plan (``methods/eval_plan.py``), shared by every method:
-    its metrics are resolved with GRPO's reward code, which lives beside the recipes."""
-    return importlib.import_module("finetuning.train.methods.eval_plan")
