@@ -44,6 +44,34 @@ def test_metrics_resolve_like_rewards_and_name_their_config_path(tmp_path):
         eval_plan.resolve_evals(config, tmp_path / "c.yaml")
 
 
+def test_eval_prompts_the_template_cannot_render_are_refused_before_the_model_loads(
+    tmp_path, tiny_llama
+):
+    """Every eval prompt is rendered in the plan: a row the run's template cannot render is a
+    located error at validate time, not a crash at the first evaluation."""
+    from finetuning.testing import synthetic_chats, synthetic_tool_chats
+
+    rows = synthetic_arithmetic(2)
+    tool_row = synthetic_tool_chats(1)[0]
+    rows[1] = {**rows[1], "tools": tool_row["tools"]}
+    sums = write_jsonl(tmp_path / "sums.jsonl", rows)
+    config = minimal_sft(tiny_llama, write_jsonl(tmp_path / "d.jsonl", synthetic_chats(8)))
+    config["data_conf"]["chat_template_name"] = "mistral-with-system"  # renders no tools
+    config["eval_conf"] = {
+        "generation": [
+            {"name": "sums", "path": str(sums), "metrics": [{"function": "exact_answer"}]}
+        ]
+    }
+    result = run_main("validate", write_config(tmp_path / "c.yaml", config))
+    assert result.returncode == 2, result.stderr
+    assert "eval_conf.generation rows that cannot be encoded:" in result.stderr
+    assert (
+        f"{sums}:2: " in result.stderr
+        and "mistral-with-system cannot render tools" in result.stderr
+    )
+    assert f"{sums}:1" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_an_eval_named_like_a_validation_source_is_refused(tmp_path):
     config = _config(tmp_path, [{"function": "exact_answer"}])
     data = config.data_conf.model_copy(

@@ -17,7 +17,7 @@ from typing import Any
 from finetuning.config.data import source_labels
 from finetuning.config.evaluation import GenerationEvalConfig
 from finetuning.data.rows import read_rows
-from finetuning.errors import Problem, UserError
+from finetuning.errors import UserError
 from finetuning.train.methods.grpo_plan import config_folder
 from finetuning.train.methods.reward_loading import RewardCall, resolve_rewards
 
@@ -95,24 +95,13 @@ def check_prompts(evals: tuple[GenerationEval, ...], tokenizer: Any, settings: A
     """Render every eval prompt with the run's template now, not at the first evaluation.
 
     Raises:
-        UserError: Rows the template cannot render (``file:line`` and why).
+        UserError: Rows the template cannot render (``file:line`` and why), all of them at once.
     """
-    from jinja2 import TemplateError
-
+    from finetuning.data.encode import encode_each
     from finetuning.data.prompts import prompt_ids
-    from finetuning.data.templates import TemplateMismatch, UnsupportedRow
 
-    problems = []
-    for e in evals:
-        for row in e.rows:
-            try:
-                prompt_ids(row, tokenizer, settings)
-            except (TemplateMismatch, UnsupportedRow, TemplateError, ValueError) as exc:
-                problems.append(Problem(str(exc), row.get("_where", e.config.path)))
-    if problems:
-        raise UserError(
-            problems[:20], header="eval_conf.generation: prompts the chat template cannot render:"
-        )
+    rows = [row for e in evals for row in e.rows]
+    encode_each(rows, lambda row: prompt_ids(row, tokenizer, settings), "eval_conf.generation")
 
 
 def lm_eval_problems(config: Any) -> list[str]:
