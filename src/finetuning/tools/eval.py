@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from finetuning.errors import UserError
+from finetuning.train.safety.writes import atomic_write_text
 
 RESULTS = "eval_results.json"
 
@@ -75,17 +76,14 @@ def load_model(config: Any, checkpoint: str | None, tokenizer: Any) -> Any:
 
 
 def results_path(checkpoint: str | None, output_dir: Path) -> Path:
-    """``eval_results.json`` in the checkpoint's folder; for the base, in ``output_dir/base``."""
+    """``eval_results.json`` in the checkpoint's folder; for the base, in ``output_dir/eval-base``."""
     folder = Path(checkpoint) if checkpoint else output_dir / "eval-base"
     return folder / RESULTS
 
 
 def write_results(path: Path, results: dict[str, Any]) -> Path:
     """Write the results as JSON (atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(results, indent=2, default=str) + "\n")
     return path
 
 

@@ -20,14 +20,10 @@ from finetuning.data.rows import read_rows
 from finetuning.errors import UserError
 from finetuning.train.methods.grpo_plan import config_folder
 from finetuning.train.methods.reward_loading import RewardCall, resolve_rewards
+from finetuning.train.reporting.harness import LM_EVAL_INSTALL
 
 #: The methods whose runs evaluate with ``eval_conf`` (causal LMs trained on chat or text rows).
 EVAL_METHODS = ("sft", "pretrain")
-
-LM_EVAL_INSTALL = (
-    "eval_conf.lm_eval needs the lm-eval package: pip install 'finetuning[lm-eval]' "
-    "(or pip install 'lm-eval==0.4.*')"
-)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from transformers import TrainerCallback
 from finetuning.data.prompts import prompt_ids
 from finetuning.data.stop_tokens import stop_ids
 from finetuning.errors import UserError
+from finetuning.train.safety.writes import atomic_write_text, atomic_writer
 
 logger = logging.getLogger(__name__)
 
@@ -159,13 +160,10 @@ def _means(geval: Any, records: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def write_records(path: Path, records: list[dict[str, Any]]) -> Path:
-    """Write an eval's completions with their scores, one JSON object a line."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    """Write an eval's completions with their scores, one JSON object a line (atomically)."""
+    with atomic_writer(path) as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-    tmp.replace(path)
     return path
 
 
@@ -253,8 +251,8 @@ class EvalCallback(TrainerCallback):
         results = run_lm_eval(self.trainer.model, self.tokenizer, self.lm_config)
         if self.trainer.accelerator.is_main_process:
             path = self.output_dir / "eval_results.json"
-            path.write_text(
-                json.dumps({"step": state.global_step, "metrics": results}, indent=2) + "\n"
+            atomic_write_text(
+                path, json.dumps({"step": state.global_step, "metrics": results}, indent=2) + "\n"
             )
             _log_artifact(path)
         self.trainer.log(results)

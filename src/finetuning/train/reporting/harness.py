@@ -12,6 +12,12 @@ from typing import Any
 
 from finetuning.errors import UserError
 
+#: What to install for ``eval_conf.lm_eval`` (the plan says it before the run; the run after).
+LM_EVAL_INSTALL = (
+    "eval_conf.lm_eval needs the lm-eval package: pip install 'finetuning[lm-eval]' "
+    "(or pip install 'lm-eval==0.4.*')"
+)
+
 
 def run_lm_eval(model: Any, tokenizer: Any, lm_config: Any) -> dict[str, Any]:
     """Run lm-eval's tasks on ``model``; returns ``{"lm_eval/<task>/<metric>": value}``.
@@ -24,10 +30,7 @@ def run_lm_eval(model: Any, tokenizer: Any, lm_config: Any) -> dict[str, Any]:
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError:
-        raise UserError(
-            "eval_conf.lm_eval needs the lm-eval package: pip install 'finetuning[lm-eval]' "
-            "(or pip install 'lm-eval==0.4.*')"
-        ) from None
+        raise UserError(LM_EVAL_INSTALL) from None
     include = lm_config.include_path
     manager = TaskManager(include_path=str(Path(include).resolve()) if include else None)
     unknown = [t for t in lm_config.tasks if t not in manager.all_tasks]
