@@ -240,16 +240,3 @@ def record(config: ExperimentConfig, output_dir: Path) -> None:
 
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / FILE_NAME, json.dumps(fingerprint(config), indent=1) + "\n")
-
-
-def check_and_record(
-    config: ExperimentConfig, output_dir: Path, resume: str | None, is_main: bool = True
-) -> None:
-    """At the start of a run: :func:`check_resume`, then :func:`record` on the main process.
-
-    Raises:
-        UserError: See :func:`check_resume`.
-    """
-    check_resume(config, resume)
-    if is_main:
-        record(config, output_dir)
