@@ -103,6 +103,22 @@ def test_an_output_folder_that_is_a_file_is_an_error_at_load(tmp_path, key):
     assert "it is a file, not a folder" in info.value.format()
 
 
+def test_a_hub_dataset_id_is_not_a_missing_file_beside_another_path_problem(tmp_path):
+    """Path problems are reported with every missing data file; a Hub id is no file."""
+    (tmp_path / "f").write_text("x")
+    config = minimal_sft(training_args={"output_dir": str(tmp_path / "f")})
+    config["data_conf"]["training_data"]["datasets"] = [
+        {"path": "org/chats"},
+        {"path": str(tmp_path / "gone.jsonl")},
+    ]
+    with pytest.raises(UserError) as info:
+        load_config_dict(config, "sft")
+    text = info.value.format()
+    assert "training_args.output_dir: cannot write into" in text
+    assert f"data file not found: {tmp_path / 'gone.jsonl'}" in text
+    assert "org/chats" not in text
+
+
 def test_a_logging_dir_from_the_environment_that_is_a_file(tmp_path, monkeypatch):
     (tmp_path / "f").write_text("x")
     monkeypatch.setenv("LOGS_PATH", str(tmp_path / "f"))

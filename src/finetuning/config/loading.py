@@ -18,6 +18,7 @@ from finetuning.config.methods import METHODS
 from finetuning.config.paths import (
     FOLDER_FIELDS,
     expand_home,
+    is_by_name,
     not_a_folder,
     path_values,
     unexpanded_variable,
@@ -110,6 +111,7 @@ def load_config_dict(
             and parts[-1] == "path"
             and not os.path.exists(value)
             and not unexpanded_variable(value)
+            and not is_by_name(value)  # a Hub dataset id: the plan reads (or refuses) it
         ]
         raise UserError(path_problems, header=f"{name} names paths that cannot be used:")
     notes = _normalise_data_types(data, method)

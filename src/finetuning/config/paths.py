@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator
@@ -110,3 +111,26 @@ def _plain_folder_name(value: str) -> str:
 #: A folder name inside ``output_dir``: anything else would write outside it (``..`` wrote the
 #: adapter into the parent folder, over the user's files).
 FolderName = Annotated[str, AfterValidator(_plain_folder_name)]
+
+
+#: ``name`` or ``org/name`` as the Hub spells dataset ids.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+#: Suffixes that make a missing path a missing file, not a Hub id.
+_FILE_SUFFIXES = (".jsonl", ".json", ".gz", ".zst", ".parquet", ".arrow", ".csv")
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()
+
+
+def is_by_name(path: str) -> bool:
+    """Whether ``path`` is read with ``load_dataset``: a dataset repository folder or a Hub id."""
+    local = Path(path)
+    if local.is_dir():  # a repository: a card or data files (an empty folder is a mistake)
+        return not _is_saved_dataset(local) and (
+            (local / "README.md").is_file()
+            or any(p.name.endswith(_FILE_SUFFIXES) for p in local.rglob("*") if p.is_file())
+        )
+    if local.exists() or path.startswith((".", "/", "~")):
+        return False
+    return bool(_HUB_ID.fullmatch(path)) and not path.endswith(_FILE_SUFFIXES)

@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finetuning.config.paths import is_by_name
 from finetuning.errors import Problem, UserError
 
-#: ``name`` or ``org/name`` as the Hub spells dataset ids.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-#: Suffixes that make a missing path a missing file, not a Hub id.
-_FILE_SUFFIXES = (".jsonl", ".json", ".gz", ".zst", ".parquet", ".arrow", ".csv")
 #: Keys only a dataset read by name takes.
 HUB_KEYS = ("name", "split", "revision", "data_files")
 
@@ -34,23 +30,6 @@ class HubRows:
 
     located: list[tuple[str, Any]]
     fingerprint: str
-
-
-def _is_saved_dataset(path: Path) -> bool:
-    return (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()
-
-
-def is_by_name(path: str) -> bool:
-    """Whether ``path`` is read with ``load_dataset``: a dataset repository folder or a Hub id."""
-    local = Path(path)
-    if local.is_dir():  # a repository: a card or data files (an empty folder is a mistake)
-        return not _is_saved_dataset(local) and (
-            (local / "README.md").is_file()
-            or any(p.name.endswith(_FILE_SUFFIXES) for p in local.rglob("*") if p.is_file())
-        )
-    if local.exists() or path.startswith((".", "/", "~")):
-        return False
-    return bool(_HUB_ID.fullmatch(path)) and not path.endswith(_FILE_SUFFIXES)
 
 
 def check_keys(dataset: Any, config_key: str) -> None:
