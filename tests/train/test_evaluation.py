@@ -107,6 +107,21 @@ def test_a_raising_metric_names_the_function_the_row_and_the_completion(tmp_path
     assert "sums.jsonl:2" in text and "'boom'" in text
 
 
+def test_eval_rows_with_a_reserved_key_score_like_grpo_rows(tmp_path):
+    """A row's own `completion_ids` (TRL's reserved column) is not passed to the metrics, as in
+    GRPO: passing it beside the generated ids was a TypeError ("multiple values")."""
+    (tmp_path / "m.py").write_text(
+        "def n(completions, completion_ids, answer, **kw):\n"
+        "    return [float(len(i)) for i in completion_ids]\n"
+    )
+    (geval,) = eval_plan.resolve_evals(
+        _config(tmp_path, [{"function": "m.py:n"}]), tmp_path / "c.yaml"
+    )
+    rows = [{**r, "completion_ids": "mine"} for r in geval.rows]
+    scores = _score(geval, rows, ["p"] * 3, ["a", "b", "c"], [[1], [1, 2], [1, 2, 3]], None)
+    assert scores == {"n": [1.0, 2.0, 3.0]}
+
+
 def test_means_leave_out_none_and_weigh_the_score(tmp_path):
     (geval,) = eval_plan.resolve_evals(
         _config(tmp_path, [{"function": "exact_answer", "weight": 2.0}]), tmp_path / "c.yaml"

@@ -18,7 +18,7 @@ from finetuning.data.messages import is_agent_row
 from finetuning.data.preference import PreferenceStore
 from finetuning.data.prepare import EncodedSplit, PreparedData, prepare_data
 from finetuning.data.processor import is_vision_model, load_processor
-from finetuning.data.prompts import RESERVED_KEYS
+from finetuning.data.prompts import RESERVED_KEYS, reward_columns
 from finetuning.data.sources import format_mixture
 from finetuning.data.templates import end_marker
 from finetuning.data.tokenizer import TokenizerSetup, load_tokenizer, setup_tokenizer
@@ -236,7 +236,7 @@ def _prompt_lines(data: PreparedData, report: PreflightReport) -> None:
         "training)"
     )
     found = {k for r in data.rows for k in r if k != "prompt_messages" and k[0] != "_"}
-    keys = sorted(found - set(RESERVED_KEYS))
+    keys = sorted({k for r in data.rows for k in reward_columns(r)} - {"prompt_messages"})
     report.lines.append(
         "row keys passed to the reward functions: " + (", ".join(keys) if keys else "(none)")
     )

@@ -30,6 +30,15 @@ from finetuning.data.preference import rendered_prompt
 RESERVED_KEYS = ("prompt", "completion", "completion_ids")
 
 
+def reward_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """The keys of ``row`` a reward function (or an eval's metric) receives as columns.
+
+    Every key but the engine's own (``_where``, ...) and :data:`RESERVED_KEYS`, TRL's rule; the
+    one place that rule is written (GRPO's items, the eval metrics and the preflight use it).
+    """
+    return {k: v for k, v in row.items() if not k.startswith("_") and k not in RESERVED_KEYS}
+
+
 def prompt_ids(row: dict[str, Any], tokenizer: Any, settings: EncodeSettings) -> list[int]:
     """The token ids of a row's prompt: rendered messages, generation prompt, BOS if needed."""
     _, ids = rendered_prompt(row, tokenizer, settings, special_prefix(tokenizer))

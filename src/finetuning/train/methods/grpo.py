@@ -16,7 +16,7 @@ from typing import Any
 
 from finetuning.config.loading import LoadedConfig
 from finetuning.data.prepare import EncodedSplit
-from finetuning.data.prompts import RESERVED_KEYS as RESERVED
+from finetuning.data.prompts import reward_columns
 from finetuning.data.stop_tokens import stop_ids
 from finetuning.train import arguments, stages
 from finetuning.train.methods.grpo_plan import uses_vllm
@@ -45,7 +45,7 @@ class PromptItems:
         if i not in self._items:
             ids = self.store.row(i)[0].tolist()
             row = self.rows[i]
-            item = {k: v for k, v in row.items() if not k.startswith("_") and k not in RESERVED}
+            item = reward_columns(row)
             item.update(
                 prompt=self.tokenizer.decode(ids, skip_special_tokens=False),
                 _prompt_ids=ids,

@@ -22,7 +22,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from finetuning.data.prompts import prompt_ids
+from finetuning.data.prompts import prompt_ids, reward_columns
 from finetuning.data.stop_tokens import stop_ids
 from finetuning.errors import UserError
 from finetuning.train.safety.writes import atomic_write_text, atomic_writer
@@ -59,7 +59,7 @@ def _generate_one(model: Any, ids: list[int], spec: Any, stops: list[int], pad: 
 def _score(geval: Any, rows: list[dict], prompts: list[str], completions: list[str], ids, state):
     """Each metric's values for the completions (GRPO's reward call: row keys by name)."""
     columns: dict[str, list[Any]] = {}
-    keys = {k for r in rows for k in r if not k.startswith("_") and k != "prompt_messages"}
+    keys = {k for r in rows for k in reward_columns(r) if k != "prompt_messages"}
     for key in sorted(keys):
         columns[key] = [r.get(key) for r in rows]
     where = [r.get("_where", "") for r in rows]
