@@ -246,6 +246,34 @@ def test_turn_by_turn_examples_keep_their_row_through_chunks_and_the_cache(folde
     assert encode_rows(rows + rows[1:], tokenizer, settings, progress=False).rows() == 3
 
 
+def test_per_source_numbers_count_rows_when_conversations_train_turn_by_turn(folder, tmp_path):
+    """The validation parts and the mixture table group examples by the row they came from:
+    a conversation of the first source trained as two examples stays in the first source."""
+    from finetuning.config.data import ChatTrainValidConfig
+    from finetuning.data.prepare import prepare_data
+    from finetuning.testing import write_jsonl
+
+    tokenizer = _tokenizer("qwen3", folder)
+    two_turns = write_jsonl(tmp_path / "a.jsonl", [{"messages": corpus.conversation("chat")}] * 4)
+    one_turn = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    single = write_jsonl(tmp_path / "b.jsonl", [{"messages": one_turn}] * 4)
+    datasets = [{"path": str(two_turns)}, {"path": str(single)}]
+    conf = ChatTrainValidConfig(
+        training_data={"type": "PRECOMPUTE_WEIGHTED_MIX", "datasets": datasets, "seed": 1},
+        validation_data={"type": "CONCATENATION", "datasets": datasets},
+        chat_template_name="keep-original",
+    )
+    settings = EncodeSettings(T.KEEP_ORIGINAL, 10**6, completions_only=True)
+    prepared = prepare_data(conf, tokenizer, settings, use_cache=False)
+    parts = {k: len(v.indices) for k, v in prepared.valid_parts.items()}
+    assert parts == {"a": 8, "b": 4}  # 4 conversations x 2 examples, 4 x 1
+    table = {row["source"]: row for row in prepared.mixture}
+    assert table["a"]["rows_realized"] + table["b"]["rows_realized"] == 8  # rows, not examples
+    store = prepared.train.store
+    tokens = int(store.lengths()[prepared.train.indices].sum())
+    assert table["a"]["tokens_realized"] + table["b"]["tokens_realized"] == tokens
+
+
 def test_a_conversations_examples_stay_on_one_side_of_the_validation_split(folder, tmp_path):
     from finetuning.config.data import ChatTrainValidConfig
     from finetuning.data.prepare import prepare_data

@@ -347,26 +347,28 @@ def prepare_data(
 
     n_train_sources = len(train_conf.datasets)
     train_lengths = lengths[:n_train_sources]
+    status = np.asarray(store.status)
+    usable = (status == OK) | (status == TRUNCATED)
+    # Mixing, splitting and the per-source numbers count rows; a conversation trained turn by
+    # turn gives several examples (data.history), which go where their row goes.
+    expand = store.examples_of if isinstance(store, TokenStore) else (lambda rows: rows)
+    by_rows = isinstance(store, TokenStore)
+    n_rows = store.rows() if by_rows else len(store)
+    row_of = np.asarray(store.source_rows, np.int64) if by_rows else np.arange(n_rows)
+    row_usable = np.zeros(n_rows, bool)
+    np.logical_or.at(row_usable, row_of, usable)
+    row_tokens = np.bincount(  # the trained tokens of each row, over its usable examples
+        row_of, weights=np.where(usable, store.lengths(), 0), minlength=n_rows
+    ).astype(np.int64)
     if train_conf.type == "PRECOMPUTE_WEIGHTED_MIX":
         weights = [d.sampling_weight for d in train_conf.datasets]
         draw = weights
         if train_conf.weight_by == "tokens":
-            status = np.asarray(store.status)
-            usable_rows = (status == OK) | (status == TRUNCATED)
-            draw = sources.token_draw(weights, train_lengths, store.lengths(), usable_rows)
+            draw = sources.token_draw(weights, train_lengths, row_tokens, row_usable)
         train_idx = sources.weighted_mix(train_lengths, draw, train_conf.seed)
     else:
         train_idx = sources.concatenate(train_lengths)
     mixed = len(train_idx)
-    status = np.asarray(store.status)
-    usable = (status == OK) | (status == TRUNCATED)
-    # Mixing and splitting choose rows; a conversation trained turn by turn gives several
-    # examples (data.history), which go where their row goes.
-    expand = store.examples_of if isinstance(store, TokenStore) else (lambda rows: rows)
-    row_usable = usable
-    if isinstance(store, TokenStore):
-        row_usable = np.zeros(store.rows(), bool)
-        np.logical_or.at(row_usable, np.asarray(store.source_rows), usable)
     mixed_idx = expand(train_idx)
     train_idx = train_idx[row_usable[train_idx]]
     identical = int((status == IDENTICAL).sum())
@@ -396,6 +398,7 @@ def prepare_data(
     elif valid_conf.type == "CONCATENATION":
         start = sum(train_lengths)
         valid_idx = np.arange(start, start + sum(lengths[n_train_sources:]), dtype=np.int64)
+    train_rows = train_idx
     train_idx = expand(train_idx)
     train_idx = train_idx[usable[train_idx]]
     if valid_idx is not None:
@@ -405,14 +408,14 @@ def prepare_data(
     train_labels = source_labels(train_conf.datasets)
     if train_conf.type == "PRECOMPUTE_WEIGHTED_MIX":
         mixture = sources.mixture_table(
-            train_labels, weights, train_conf.weight_by, train_lengths, store.lengths(), train_idx
+            train_labels, weights, train_conf.weight_by, train_lengths, row_tokens, train_rows
         )
     if valid_idx is not None and valid_conf.type == "CONCATENATION":
         labels = source_labels(valid_conf.datasets)
         first, valid_lengths = sum(train_lengths), lengths[n_train_sources:]
-        parts = sources.by_source(valid_idx, valid_lengths, labels, first)
+        parts = sources.by_source(valid_idx, valid_lengths, labels, first, row_of[valid_idx])
     elif valid_idx is not None:
-        parts = sources.by_source(valid_idx, train_lengths, train_labels)
+        parts = sources.by_source(valid_idx, train_lengths, train_labels, 0, row_of[valid_idx])
     parts = {k: v for k, v in parts.items() if len(v)} if len(parts) > 1 else {}
     train, valid = EncodedSplit(store, train_idx), None
     if valid_idx is not None:

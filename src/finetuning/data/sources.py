@@ -94,7 +94,11 @@ def source_of(indices: np.ndarray, lengths: list[int]) -> np.ndarray:
 
 
 def by_source(
-    indices: np.ndarray, lengths: list[int], labels: list[str], first: int = 0
+    indices: np.ndarray,
+    lengths: list[int],
+    labels: list[str],
+    first: int = 0,
+    rows: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """``indices`` grouped by source, in order: label -> the indices that fall in that source.
 
@@ -103,8 +107,11 @@ def by_source(
         lengths: Rows of each source, the sources starting at ``first``.
         labels: One label per source.
         first: Where the first of these sources starts in the concatenation.
+        rows: The row of each index, where ``indices`` are examples (a conversation trained
+            turn by turn has several); default: the indices are rows.
     """
-    which = source_of(np.asarray(indices, dtype=np.int64) - first, lengths)
+    at = np.asarray(indices if rows is None else rows, dtype=np.int64)
+    which = source_of(at - first, lengths)
     return {label: indices[which == k] for k, label in enumerate(labels)}
 
 
@@ -164,8 +171,8 @@ def mixture_table(
         weights: ``sampling_weight`` of each source.
         weight_by: ``rows`` or ``tokens``: what the weights are shares of.
         rows: Rows of each source (the concatenation's layout).
-        lengths_of: Token length of every row of the concatenation.
-        mixed: The training indices after mixing and length handling.
+        lengths_of: Trained tokens of every row of the concatenation.
+        mixed: The training rows after mixing and length handling.
     """
     which = source_of(mixed, rows)
     tokens = lengths_of[mixed]
